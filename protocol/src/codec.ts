@@ -6,7 +6,7 @@
  * exception from deep inside a handler.
  */
 import { decode as cborDecode, encode as cborEncode } from 'cborg';
-import type { z } from 'zod';
+import { type z, z as zod } from 'zod';
 
 /** Largest single framed message any meshrun protocol accepts (4 MiB). Bigger payloads are chunked. */
 export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
@@ -28,7 +28,10 @@ export function encode(value: unknown): Uint8Array {
 /** Decode raw bytes without a schema (only for callers that validate right after). */
 export function decodeUnchecked(bytes: Uint8Array, maxBytes = MAX_MESSAGE_BYTES): unknown {
   if (bytes.byteLength > maxBytes) {
-    throw new ProtocolError('TOO_LARGE', `message of ${bytes.byteLength} bytes exceeds the limit of ${maxBytes}`);
+    throw new ProtocolError(
+      'TOO_LARGE',
+      `message of ${bytes.byteLength} bytes exceeds the limit of ${maxBytes}`,
+    );
   }
   try {
     return cborDecode(bytes, { useMaps: false, rejectDuplicateMapKeys: true });
@@ -38,7 +41,11 @@ export function decodeUnchecked(bytes: Uint8Array, maxBytes = MAX_MESSAGE_BYTES)
 }
 
 /** Decode and validate. Throws `ProtocolError` (only) on any problem. */
-export function decode<S extends z.ZodType>(schema: S, bytes: Uint8Array, maxBytes = MAX_MESSAGE_BYTES): z.infer<S> {
+export function decode<S extends z.ZodType>(
+  schema: S,
+  bytes: Uint8Array,
+  maxBytes = MAX_MESSAGE_BYTES,
+): z.infer<S> {
   const raw = decodeUnchecked(bytes, maxBytes);
   return validate(schema, raw);
 }
@@ -48,7 +55,18 @@ export function validate<S extends z.ZodType>(schema: S, raw: unknown): z.infer<
   if (!parsed.success) {
     const first = parsed.error.issues[0];
     const where = first && first.path.length > 0 ? first.path.join('.') : '(root)';
-    throw new ProtocolError('INVALID', `invalid message at ${where}: ${first?.message ?? 'does not match schema'}`);
+    throw new ProtocolError(
+      'INVALID',
+      `invalid message at ${where}: ${first?.message ?? 'does not match schema'}`,
+    );
   }
   return parsed.data;
+}
+
+/** Schema for a binary field of at most `maxBytes` (typed as plain `Uint8Array`, whatever its buffer). */
+export function bytesSchema(maxBytes: number, what = 'value') {
+  return zod.custom<Uint8Array>(
+    (v) => v instanceof Uint8Array && v.byteLength <= maxBytes,
+    `${what} must be binary of at most ${maxBytes} bytes`,
+  );
 }

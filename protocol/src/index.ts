@@ -1,0 +1,6 @@
+export * from './codec.ts';
+export * from './framing.ts';
+export * from './ids.ts';
+export * from './json.ts';
+export * from './node.ts';
+export * from './rpc.ts';
