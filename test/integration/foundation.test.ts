@@ -12,12 +12,15 @@ import { preSharedKey } from '@libp2p/pnet';
 import { tcp } from '@libp2p/tcp';
 import { lpStream } from '@libp2p/utils';
 import { readClusterKey } from '@meshrun/core/node/cluster-key.ts';
+import { type LoopbackCluster, newLoopbackCluster } from '@meshrun/headless/local-cluster.ts';
 import { AdvertisementSchema, encode, MAX_MESSAGE_BYTES, PROTOCOLS, validate } from '@meshrun/protocol';
 import { multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p } from 'libp2p';
 import { z } from 'zod';
-import { describeResult, runCli, waitFor } from '../src/proc.ts';
-import { type LoopbackCluster, newLoopbackCluster } from './lib/loopback.ts';
+import { runCli, waitFor } from '../src/proc.ts';
+
+const describeResult = (r: { code: number | null; stdout: string; stderr: string }) =>
+  `code=${r.code}\nstdout: ${r.stdout.slice(-2000)}\nstderr: ${r.stderr.slice(-2000)}`;
 
 const NodeRowSchema = AdvertisementSchema.extend({
   self: z.boolean(),
