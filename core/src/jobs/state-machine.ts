@@ -1,0 +1,880 @@
+/**
+ * The replicated job state machine: every node applies the same committed Raft log entries in the same
+ * order through `apply`, and so holds the same jobs and tasks. It is pure and deterministic: no clock, no
+ * randomness, no I/O — times and ids arrive inside the commands (`at` is the leader's timestamp).
+ *
+ * Fencing: each assignment of a task carries an attempt number (previous + 1). Every later report about
+ * that run (started, finished, requeue) must carry the same number while that attempt is live; anything
+ * else is refused as stale, so a node presumed dead that comes back cannot overwrite a newer attempt — the
+ * caller gets `stale: true` and should stop that container.
+ */
+
+import { z } from 'zod';
+import { decode, encode, ProtocolError } from '../../../protocol/src/codec.ts';
+import {
+  type AssignCommand,
+  type CancelJobCommand,
+  JOB_LIMITS,
+  type JobCommand,
+  JobCommandSchema,
+  type JobSpec,
+  JobSpecSchema,
+  type NodeMode,
+  NodeModeSchema,
+  paramsForIndex,
+  type RequeueCommand,
+  type SetNodeModeCommand,
+  type SubmitJobCommand,
+  type TaskFinishedCommand,
+  type TaskOutcome,
+  type TaskStartedCommand,
+  type TaskUsage,
+  TaskUsageSchema,
+  taskCountOf,
+  taskEnv,
+  taskIdOf,
+} from '../../../protocol/src/job.ts';
+import type { Assignment, QueuedTask, RunningTask } from './types.ts';
+
+/** Bounds on what the replicated state may hold, so a busy cluster cannot grow it without limit. */
+export const STATE_LIMITS = {
+  /** Tasks not yet finished (queued, assigned, running) across the cluster; further submits are refused. */
+  maxActiveTasks: 500_000,
+  /** Finished (succeeded / failed / cancelled) jobs kept for inspection; the oldest finished are dropped. */
+  maxRetainedFinishedJobs: 10_000,
+  /** Tasks of finished jobs kept; the oldest finished jobs are dropped beyond this too. */
+  maxRetainedFinishedTasks: 200_000,
+  /** Nodes with a non-default mode recorded (active is the default and is not stored). */
+  maxNodeModes: 10_000,
+  /** Characters of stdout/stderr tail kept per task (the latest attempt's; commands may carry 64 KiB). */
+  storedTailChars: 16 * 1024,
+  /** Largest snapshot `restore` accepts. */
+  maxSnapshotBytes: 1024 * 1024 * 1024,
+} as const;
+
+const SNAPSHOT_VERSION = 1;
+
+function corrupt(what: string): ProtocolError {
+  return new ProtocolError('INVALID', `inconsistent job state snapshot: ${what}`);
+}
+
+export type TaskState = 'queued' | 'assigned' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+/** How an attempt ended: the node's outcome, or 'lost' (requeue: node gone) or 'cancelled' (job cancelled). */
+export type AttemptOutcome = TaskOutcome | 'lost' | 'cancelled';
+
+const TASK_STATES: readonly TaskState[] = [
+  'queued',
+  'assigned',
+  'running',
+  'succeeded',
+  'failed',
+  'cancelled',
+];
+
+export interface AttemptRecord {
+  attempt: number;
+  nodeId: string;
+  /** GPU indices reserved on the node, or null for CPU-only tasks. */
+  gpus: number[] | null;
+  assignedAt: number;
+  startedAt: number | null;
+  endedAt: number | null;
+  exitCode: number | null;
+  outcome: AttemptOutcome | null;
+  reason: string | null;
+  usage: TaskUsage | null;
+}
+
+export interface TaskRecord {
+  id: string;
+  jobId: string;
+  index: number;
+  state: TaskState;
+  /** Number of the latest attempt (0 before the first assignment); the fencing token. */
+  attempt: number;
+  /** Earliest time the next attempt may be assigned (retry backoff); 0 when never delayed. */
+  notBefore: number;
+  /** Node of the live attempt (assigned or running), else null. */
+  nodeId: string | null;
+  attempts: AttemptRecord[];
+  /** Output tails of the latest attempt that finished, cut to `STATE_LIMITS.storedTailChars`. */
+  stdoutTail: string;
+  stderrTail: string;
+  updatedAt: number;
+}
+
+export type TaskCounts = Record<TaskState, number>;
+
+interface JobRecord {
+  id: string;
+  /** Position in submission order (deterministic FIFO across the cluster). */
+  seq: number;
+  spec: JobSpec;
+  submitter: string;
+  submittedAt: number;
+  /** Time of the first assignment, or null while no task was ever assigned. */
+  startedAt: number | null;
+  finishedAt: number | null;
+  cancelledAt: number | null;
+  cancelledBy: string | null;
+  taskCount: number;
+  counts: TaskCounts;
+}
+
+export interface JobView {
+  id: string;
+  name: string;
+  submitter: string;
+  state: JobState;
+  taskCount: number;
+  counts: TaskCounts;
+  submittedAt: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+  cancelledAt: number | null;
+  cancelledBy: string | null;
+  spec: JobSpec;
+}
+
+/** Everything a node needs to run one attempt of a task. */
+export interface TaskRunSpec {
+  taskId: string;
+  jobId: string;
+  attempt: number;
+  gpus: number[] | null;
+  executor: JobSpec['executor'];
+  image: string | undefined;
+  wasm: JobSpec['wasm'];
+  command: string[];
+  entrypoint: string[] | undefined;
+  env: Record<string, string>;
+  workdir: string | undefined;
+  resources: JobSpec['resources'];
+  timeoutMs: number;
+  network: boolean;
+}
+
+export interface JobFilter {
+  state?: JobState;
+  submitter?: string;
+  /** Return at most this many (newest first when set). */
+  limit?: number;
+}
+
+/** Things the glue should act on after a command applies. */
+export type JobEffect =
+  /** A live attempt was ended by the state machine (cancel): tell its node to stop the container. */
+  | { type: 'stopTask'; taskId: string; nodeId: string; attempt: number }
+  /** A task went back to the queue (retry or node loss). */
+  | { type: 'taskRequeued'; taskId: string; notBefore: number }
+  | { type: 'jobFinished'; jobId: string; state: JobState }
+  /** A finished job was dropped to keep the state within `STATE_LIMITS`. */
+  | { type: 'jobEvicted'; jobId: string };
+
+export type ApplyErrorCode =
+  | 'INVALID'
+  | 'NOT_FOUND'
+  | 'DUPLICATE'
+  | 'ILLEGAL_TRANSITION'
+  | 'STALE_ATTEMPT'
+  | 'NODE_UNAVAILABLE'
+  | 'CAPACITY';
+
+export type ApplyResult =
+  | { ok: true; effects: JobEffect[] }
+  | {
+      ok: false;
+      code: ApplyErrorCode;
+      error: string;
+      /** true when the command is about an attempt that is no longer current: stop that run. */
+      stale: boolean;
+    };
+
+function fail(code: ApplyErrorCode, error: string): ApplyResult {
+  return { ok: false, code, error, stale: code === 'STALE_ATTEMPT' };
+}
+
+function isTerminal(state: TaskState): boolean {
+  return state === 'succeeded' || state === 'failed' || state === 'cancelled';
+}
+
+function isLive(state: TaskState): boolean {
+  return state === 'assigned' || state === 'running';
+}
+
+function emptyCounts(): TaskCounts {
+  return { queued: 0, assigned: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 };
+}
+
+/** Keep the end of an output tail, never splitting a surrogate pair. */
+function cutTail(s: string): string {
+  if (s.length <= STATE_LIMITS.storedTailChars) return s;
+  let start = s.length - STATE_LIMITS.storedTailChars;
+  const c = s.charCodeAt(start);
+  if (c >= 0xdc00 && c <= 0xdfff) start++;
+  return s.slice(start);
+}
+
+/** Retry delay before attempt `finishedAttempt + 1`: `backoffMs` doubling per attempt, capped. */
+export function retryDelayMs(spec: JobSpec, finishedAttempt: number): number {
+  const base = spec.retry.backoffMs;
+  if (base === 0) return 0;
+  return Math.min(JOB_LIMITS.maxBackoffMs, base * 2 ** Math.min(30, Math.max(0, finishedAttempt - 1)));
+}
+
+export function jobStateOf(job: {
+  cancelledAt: number | null;
+  startedAt: number | null;
+  taskCount: number;
+  counts: TaskCounts;
+}): JobState {
+  if (job.cancelledAt !== null) return 'cancelled';
+  const c = job.counts;
+  const terminal = c.succeeded + c.failed + c.cancelled;
+  if (terminal === job.taskCount) return c.failed > 0 || c.cancelled > 0 ? 'failed' : 'succeeded';
+  if (job.startedAt !== null || terminal > 0) return 'running';
+  return 'queued';
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Snapshot schema (restore validates what it reads: a snapshot may come from another node)
+
+const NullableTime = z.number().int().nonnegative().nullable();
+const AttemptRecordSchema = z.strictObject({
+  attempt: z.number().int().min(1).max(JOB_LIMITS.maxAttempts),
+  nodeId: z.string(),
+  gpus: z.array(z.number().int().nonnegative()).nullable(),
+  assignedAt: z.number().int().nonnegative(),
+  startedAt: NullableTime,
+  endedAt: NullableTime,
+  exitCode: z.number().int().nullable(),
+  outcome: z.enum(['succeeded', 'failed', 'timedOut', 'error', 'lost', 'cancelled']).nullable(),
+  reason: z.string().nullable(),
+  usage: TaskUsageSchema.nullable(),
+});
+const TaskRecordSchema = z.strictObject({
+  id: z.string(),
+  jobId: z.string(),
+  index: z.number().int().nonnegative(),
+  state: z.enum(TASK_STATES as [TaskState, ...TaskState[]]),
+  attempt: z.number().int().min(0).max(JOB_LIMITS.maxAttempts),
+  notBefore: z.number().int().nonnegative(),
+  nodeId: z.string().nullable(),
+  attempts: z.array(AttemptRecordSchema).max(JOB_LIMITS.maxAttempts),
+  stdoutTail: z.string().max(STATE_LIMITS.storedTailChars),
+  stderrTail: z.string().max(STATE_LIMITS.storedTailChars),
+  updatedAt: z.number().int().nonnegative(),
+});
+const JobSnapshotSchema = z.strictObject({
+  id: z.string(),
+  seq: z.number().int().nonnegative(),
+  spec: JobSpecSchema,
+  submitter: z.string(),
+  submittedAt: z.number().int().nonnegative(),
+  startedAt: NullableTime,
+  finishedAt: NullableTime,
+  cancelledAt: NullableTime,
+  cancelledBy: z.string().nullable(),
+  tasks: z.array(TaskRecordSchema).max(JOB_LIMITS.maxTasksPerJob),
+});
+const SnapshotSchema = z.strictObject({
+  version: z.literal(SNAPSHOT_VERSION),
+  nextSeq: z.number().int().nonnegative(),
+  jobs: z.array(JobSnapshotSchema),
+  finishedOrder: z.array(z.string()),
+  nodeModes: z.array(z.tuple([z.string(), NodeModeSchema])).max(STATE_LIMITS.maxNodeModes),
+});
+type Snapshot = z.infer<typeof SnapshotSchema>;
+
+// ---------------------------------------------------------------------------------------------------------
+
+export class JobStateMachine {
+  private jobsById = new Map<string, JobRecord>();
+  private tasksById = new Map<string, TaskRecord>();
+  /** Queued task ids (any order; `queuedTasks()` sorts by submission). */
+  private queued = new Set<string>();
+  /** Live (assigned or running) task ids per node. */
+  private liveByNode = new Map<string, Set<string>>();
+  /** Finished job ids, oldest first: the eviction order. */
+  private finishedOrder: string[] = [];
+  private finishedTaskTotal = 0;
+  private activeTaskTotal = 0;
+  private modes = new Map<string, NodeMode>();
+  private nextSeq = 0;
+
+  /** Apply one committed command. Never throws for bad input: a refused command leaves the state unchanged. */
+  apply(command: unknown): ApplyResult {
+    const parsed = JobCommandSchema.safeParse(command);
+    if (!parsed.success) {
+      const first = parsed.error.issues[0];
+      const where = first && first.path.length > 0 ? first.path.join('.') : '(root)';
+      return fail('INVALID', `invalid command at ${where}: ${first?.message ?? 'does not match schema'}`);
+    }
+    return this.applyValid(parsed.data);
+  }
+
+  private applyValid(cmd: JobCommand): ApplyResult {
+    switch (cmd.type) {
+      case 'submitJob':
+        return this.submitJob(cmd);
+      case 'assign':
+        return this.assign(cmd);
+      case 'taskStarted':
+        return this.taskStarted(cmd);
+      case 'taskFinished':
+        return this.taskFinished(cmd);
+      case 'requeue':
+        return this.requeue(cmd);
+      case 'cancelJob':
+        return this.cancelJob(cmd);
+      case 'setNodeMode':
+        return this.setNodeMode(cmd);
+    }
+  }
+
+  // ----- commands --------------------------------------------------------------------------------------
+
+  private submitJob(cmd: SubmitJobCommand): ApplyResult {
+    if (this.jobsById.has(cmd.jobId)) return fail('DUPLICATE', `job ${cmd.jobId} already exists`);
+    const taskCount = taskCountOf(cmd.spec);
+    if (this.activeTaskTotal + taskCount > STATE_LIMITS.maxActiveTasks) {
+      return fail(
+        'CAPACITY',
+        `the cluster queue is full: ${this.activeTaskTotal} unfinished tasks, this job adds ${taskCount}, ` +
+          `the limit is ${STATE_LIMITS.maxActiveTasks}`,
+      );
+    }
+    const job: JobRecord = {
+      id: cmd.jobId,
+      seq: this.nextSeq++,
+      spec: cmd.spec,
+      submitter: cmd.submitter,
+      submittedAt: cmd.at,
+      startedAt: null,
+      finishedAt: null,
+      cancelledAt: null,
+      cancelledBy: null,
+      taskCount,
+      counts: emptyCounts(),
+    };
+    this.jobsById.set(job.id, job);
+    for (let index = 0; index < taskCount; index++) {
+      const task: TaskRecord = {
+        id: taskIdOf(job.id, index),
+        jobId: job.id,
+        index,
+        state: 'queued',
+        attempt: 0,
+        notBefore: 0,
+        nodeId: null,
+        attempts: [],
+        stdoutTail: '',
+        stderrTail: '',
+        updatedAt: cmd.at,
+      };
+      this.tasksById.set(task.id, task);
+      this.queued.add(task.id);
+    }
+    job.counts.queued = taskCount;
+    this.activeTaskTotal += taskCount;
+    return { ok: true, effects: [] };
+  }
+
+  private assign(cmd: AssignCommand): ApplyResult {
+    const task = this.tasksById.get(cmd.taskId);
+    if (task === undefined) return fail('NOT_FOUND', `task ${cmd.taskId} does not exist`);
+    const job = this.jobsById.get(task.jobId)!;
+    if (task.state !== 'queued') {
+      return fail(
+        'ILLEGAL_TRANSITION',
+        `task ${task.id} is ${task.state}, only a queued task can be assigned`,
+      );
+    }
+    if (cmd.attempt !== task.attempt + 1) {
+      return fail(
+        'STALE_ATTEMPT',
+        `assign carries attempt ${cmd.attempt}, the next attempt is ${task.attempt + 1}`,
+      );
+    }
+    if (cmd.attempt > job.spec.retry.maxAttempts) {
+      return fail(
+        'ILLEGAL_TRANSITION',
+        `task ${task.id} has used all ${job.spec.retry.maxAttempts} attempts`,
+      );
+    }
+    if (cmd.at < task.notBefore) {
+      return fail('ILLEGAL_TRANSITION', `task ${task.id} is in retry backoff until ${task.notBefore}`);
+    }
+    const mode = this.modes.get(cmd.nodeId) ?? 'active';
+    if (mode !== 'active') return fail('NODE_UNAVAILABLE', `node ${cmd.nodeId} is ${mode}`);
+    const gpusWanted = job.spec.resources.gpus?.count ?? 0;
+    const gpus = cmd.gpus ?? null;
+    if (gpus !== null && (gpus.length !== gpusWanted || new Set(gpus).size !== gpus.length)) {
+      return fail(
+        'INVALID',
+        `assign reserves GPUs [${gpus.join(', ')}] but the task needs ${gpusWanted} distinct GPUs`,
+      );
+    }
+    this.setState(job, task, 'assigned', cmd.at);
+    task.attempt = cmd.attempt;
+    task.nodeId = cmd.nodeId;
+    task.attempts.push({
+      attempt: cmd.attempt,
+      nodeId: cmd.nodeId,
+      gpus,
+      assignedAt: cmd.at,
+      startedAt: null,
+      endedAt: null,
+      exitCode: null,
+      outcome: null,
+      reason: null,
+      usage: null,
+    });
+    this.addLive(task);
+    job.startedAt ??= cmd.at;
+    return { ok: true, effects: [] };
+  }
+
+  /** Refusal for a report that does not name the task's live attempt, or null when it does. */
+  private checkLive(task: TaskRecord, attempt: number): ApplyResult | null {
+    if (attempt !== task.attempt || !isLive(task.state)) {
+      const current = isLive(task.state)
+        ? `the live attempt is ${task.attempt}`
+        : `the task is ${task.state}`;
+      return fail('STALE_ATTEMPT', `attempt ${attempt} of task ${task.id} is no longer current (${current})`);
+    }
+    return null;
+  }
+
+  private taskStarted(cmd: TaskStartedCommand): ApplyResult {
+    const task = this.tasksById.get(cmd.taskId);
+    if (task === undefined) return fail('NOT_FOUND', `task ${cmd.taskId} does not exist`);
+    const stale = this.checkLive(task, cmd.attempt);
+    if (stale !== null) return stale;
+    if (task.state !== 'assigned') {
+      return fail('ILLEGAL_TRANSITION', `task ${task.id} attempt ${cmd.attempt} has already started`);
+    }
+    const job = this.jobsById.get(task.jobId)!;
+    this.setState(job, task, 'running', cmd.at);
+    this.currentAttempt(task).startedAt = cmd.at;
+    return { ok: true, effects: [] };
+  }
+
+  private taskFinished(cmd: TaskFinishedCommand): ApplyResult {
+    const task = this.tasksById.get(cmd.taskId);
+    if (task === undefined) return fail('NOT_FOUND', `task ${cmd.taskId} does not exist`);
+    const stale = this.checkLive(task, cmd.attempt);
+    if (stale !== null) return stale;
+    const job = this.jobsById.get(task.jobId)!;
+    const record = this.currentAttempt(task);
+    record.endedAt = cmd.at;
+    record.exitCode = cmd.exitCode;
+    record.outcome = cmd.outcome;
+    record.reason = cmd.reason;
+    record.usage = cmd.usage;
+    task.stdoutTail = cutTail(cmd.stdoutTail);
+    task.stderrTail = cutTail(cmd.stderrTail);
+    this.removeLive(task);
+    if (cmd.outcome === 'succeeded') {
+      this.setState(job, task, 'succeeded', cmd.at);
+      return { ok: true, effects: this.afterTerminal(job, cmd.at) };
+    }
+    return { ok: true, effects: this.retryOrFail(job, task, cmd.at) };
+  }
+
+  private requeue(cmd: RequeueCommand): ApplyResult {
+    const task = this.tasksById.get(cmd.taskId);
+    if (task === undefined) return fail('NOT_FOUND', `task ${cmd.taskId} does not exist`);
+    const stale = this.checkLive(task, cmd.attempt);
+    if (stale !== null) return stale;
+    const job = this.jobsById.get(task.jobId)!;
+    const record = this.currentAttempt(task);
+    record.endedAt = cmd.at;
+    record.outcome = 'lost';
+    record.reason = cmd.reason;
+    this.removeLive(task);
+    return { ok: true, effects: this.retryOrFail(job, task, cmd.at) };
+  }
+
+  private cancelJob(cmd: CancelJobCommand): ApplyResult {
+    const job = this.jobsById.get(cmd.jobId);
+    if (job === undefined) return fail('NOT_FOUND', `job ${cmd.jobId} does not exist`);
+    const state = jobStateOf(job);
+    if (state === 'succeeded' || state === 'failed' || state === 'cancelled') {
+      return fail('ILLEGAL_TRANSITION', `job ${job.id} is already ${state}`);
+    }
+    job.cancelledAt = cmd.at;
+    job.cancelledBy = cmd.by;
+    const effects: JobEffect[] = [];
+    for (let index = 0; index < job.taskCount; index++) {
+      const task = this.tasksById.get(taskIdOf(job.id, index))!;
+      if (isTerminal(task.state)) continue;
+      if (isLive(task.state)) {
+        const record = this.currentAttempt(task);
+        record.endedAt = cmd.at;
+        record.outcome = 'cancelled';
+        record.reason = `job cancelled by ${cmd.by}`;
+        effects.push({ type: 'stopTask', taskId: task.id, nodeId: task.nodeId!, attempt: task.attempt });
+        this.removeLive(task);
+      }
+      this.setState(job, task, 'cancelled', cmd.at);
+    }
+    effects.push(...this.afterTerminal(job, cmd.at));
+    return { ok: true, effects };
+  }
+
+  private setNodeMode(cmd: SetNodeModeCommand): ApplyResult {
+    if (cmd.mode === 'active') {
+      this.modes.delete(cmd.nodeId);
+      return { ok: true, effects: [] };
+    }
+    if (!this.modes.has(cmd.nodeId) && this.modes.size >= STATE_LIMITS.maxNodeModes) {
+      return fail('CAPACITY', `at most ${STATE_LIMITS.maxNodeModes} nodes may be paused or draining`);
+    }
+    this.modes.set(cmd.nodeId, cmd.mode);
+    return { ok: true, effects: [] };
+  }
+
+  // ----- transitions -----------------------------------------------------------------------------------
+
+  private currentAttempt(task: TaskRecord): AttemptRecord {
+    return task.attempts[task.attempts.length - 1];
+  }
+
+  private setState(job: JobRecord, task: TaskRecord, next: TaskState, at: number): void {
+    const prev = task.state;
+    job.counts[prev]--;
+    job.counts[next]++;
+    task.state = next;
+    task.updatedAt = at;
+    if (prev === 'queued') this.queued.delete(task.id);
+    if (next === 'queued') this.queued.add(task.id);
+    if (isTerminal(next) && !isTerminal(prev)) this.activeTaskTotal--;
+  }
+
+  private addLive(task: TaskRecord): void {
+    let set = this.liveByNode.get(task.nodeId!);
+    if (set === undefined) {
+      set = new Set();
+      this.liveByNode.set(task.nodeId!, set);
+    }
+    set.add(task.id);
+  }
+
+  private removeLive(task: TaskRecord): void {
+    const set = this.liveByNode.get(task.nodeId!);
+    if (set !== undefined) {
+      set.delete(task.id);
+      if (set.size === 0) this.liveByNode.delete(task.nodeId!);
+    }
+    task.nodeId = null;
+  }
+
+  /** After a failed or lost attempt: back to the queue with backoff while attempts remain, else failed. */
+  private retryOrFail(job: JobRecord, task: TaskRecord, at: number): JobEffect[] {
+    if (task.attempt < job.spec.retry.maxAttempts) {
+      task.notBefore = at + retryDelayMs(job.spec, task.attempt);
+      this.setState(job, task, 'queued', at);
+      return [{ type: 'taskRequeued', taskId: task.id, notBefore: task.notBefore }];
+    }
+    this.setState(job, task, 'failed', at);
+    return this.afterTerminal(job, at);
+  }
+
+  /** When the job just became finished: record it and evict the oldest finished jobs beyond the bounds. */
+  private afterTerminal(job: JobRecord, at: number): JobEffect[] {
+    const c = job.counts;
+    if (job.finishedAt !== null || c.succeeded + c.failed + c.cancelled !== job.taskCount) return [];
+    job.finishedAt = at;
+    this.finishedOrder.push(job.id);
+    this.finishedTaskTotal += job.taskCount;
+    const effects: JobEffect[] = [{ type: 'jobFinished', jobId: job.id, state: jobStateOf(job) }];
+    while (
+      this.finishedOrder.length > 1 &&
+      (this.finishedOrder.length > STATE_LIMITS.maxRetainedFinishedJobs ||
+        this.finishedTaskTotal > STATE_LIMITS.maxRetainedFinishedTasks)
+    ) {
+      const oldest = this.finishedOrder.shift()!;
+      this.evict(oldest);
+      effects.push({ type: 'jobEvicted', jobId: oldest });
+    }
+    return effects;
+  }
+
+  private evict(jobId: string): void {
+    const job = this.jobsById.get(jobId)!;
+    for (let index = 0; index < job.taskCount; index++) this.tasksById.delete(taskIdOf(jobId, index));
+    this.finishedTaskTotal -= job.taskCount;
+    this.jobsById.delete(jobId);
+  }
+
+  // ----- reads (returned objects are the state's own: treat them as read-only) -------------------------
+
+  job(id: string): JobView | undefined {
+    const job = this.jobsById.get(id);
+    return job === undefined ? undefined : this.view(job);
+  }
+
+  /** Jobs in submission order; with `limit`, only the newest `limit` that match. */
+  jobs(filter: JobFilter = {}): JobView[] {
+    const limit = filter.limit ?? Number.POSITIVE_INFINITY;
+    const all = [...this.jobsById.values()];
+    const out: JobView[] = [];
+    for (let i = all.length - 1; i >= 0 && out.length < limit; i--) {
+      const job = all[i];
+      if (filter.submitter !== undefined && job.submitter !== filter.submitter) continue;
+      const view = this.view(job);
+      if (filter.state !== undefined && view.state !== filter.state) continue;
+      out.push(view);
+    }
+    return out.reverse();
+  }
+
+  private view(job: JobRecord): JobView {
+    return {
+      id: job.id,
+      name: job.spec.name,
+      submitter: job.submitter,
+      state: jobStateOf(job),
+      taskCount: job.taskCount,
+      counts: { ...job.counts },
+      submittedAt: job.submittedAt,
+      startedAt: job.startedAt,
+      finishedAt: job.finishedAt,
+      cancelledAt: job.cancelledAt,
+      cancelledBy: job.cancelledBy,
+      spec: job.spec,
+    };
+  }
+
+  task(id: string): Readonly<TaskRecord> | undefined {
+    return this.tasksById.get(id);
+  }
+
+  tasksOfJob(jobId: string): Readonly<TaskRecord>[] {
+    const job = this.jobsById.get(jobId);
+    if (job === undefined) return [];
+    const out: TaskRecord[] = [];
+    for (let index = 0; index < job.taskCount; index++) out.push(this.tasksById.get(taskIdOf(jobId, index))!);
+    return out;
+  }
+
+  /** Live (assigned or running) tasks on a node, in submission order. */
+  tasksOnNode(nodeId: string): Readonly<TaskRecord>[] {
+    const ids = this.liveByNode.get(nodeId);
+    if (ids === undefined) return [];
+    return this.sortBySubmission([...ids]).map((id) => this.tasksById.get(id)!);
+  }
+
+  /** The parameters for running the task's current attempt (env expanded with its sweep values). */
+  taskRunSpec(taskId: string): TaskRunSpec | undefined {
+    const task = this.tasksById.get(taskId);
+    if (task === undefined) return undefined;
+    const spec = this.jobsById.get(task.jobId)!.spec;
+    const current = task.attempts.length > 0 ? this.currentAttempt(task) : null;
+    return {
+      taskId: task.id,
+      jobId: task.jobId,
+      attempt: task.attempt,
+      gpus: current?.gpus ?? null,
+      executor: spec.executor,
+      image: spec.image,
+      wasm: spec.wasm,
+      command: spec.command,
+      entrypoint: spec.entrypoint,
+      env: taskEnv(spec, task.index, task.jobId),
+      workdir: spec.workdir,
+      resources: spec.resources,
+      timeoutMs: spec.timeoutMs,
+      network: spec.network,
+    };
+  }
+
+  /** This task's sweep values. */
+  taskParams(taskId: string): Record<string, string | number> | undefined {
+    const task = this.tasksById.get(taskId);
+    if (task === undefined) return undefined;
+    return paramsForIndex(this.jobsById.get(task.jobId)!.spec, task.index);
+  }
+
+  /** Queued tasks in submission order, shaped for `schedule()`. Tasks of a job share spec objects. */
+  queuedTasks(): QueuedTask[] {
+    return this.sortBySubmission([...this.queued]).map((id) => {
+      const task = this.tasksById.get(id)!;
+      const job = this.jobsById.get(task.jobId)!;
+      return {
+        taskId: task.id,
+        jobId: job.id,
+        submitter: job.submitter,
+        priority: job.spec.priority,
+        executor: job.spec.executor,
+        resources: job.spec.resources,
+        constraints: job.spec.constraints,
+        notBefore: task.notBefore,
+        nextAttempt: task.attempt + 1,
+      };
+    });
+  }
+
+  /** Assigned and running tasks, shaped for `schedule()`. */
+  runningTasks(): RunningTask[] {
+    const ids: string[] = [];
+    for (const set of this.liveByNode.values()) for (const id of set) ids.push(id);
+    return this.sortBySubmission(ids).map((id) => {
+      const task = this.tasksById.get(id)!;
+      const job = this.jobsById.get(task.jobId)!;
+      const gpus = this.currentAttempt(task).gpus;
+      return {
+        nodeId: task.nodeId!,
+        resources: job.spec.resources,
+        submitter: job.submitter,
+        ...(gpus !== null ? { gpus } : {}),
+      };
+    });
+  }
+
+  /** Turn a scheduling round into the assign commands to propose (attempt = the task's next attempt). */
+  assignCommands(assignments: Assignment[], at: number): AssignCommand[] {
+    const out: AssignCommand[] = [];
+    for (const a of assignments) {
+      const task = this.tasksById.get(a.taskId);
+      if (task === undefined || task.state !== 'queued') continue;
+      out.push({
+        type: 'assign',
+        taskId: a.taskId,
+        nodeId: a.nodeId,
+        attempt: task.attempt + 1,
+        ...(a.gpus !== undefined ? { gpus: a.gpus } : {}),
+        at,
+      });
+    }
+    return out;
+  }
+
+  nodeMode(nodeId: string): NodeMode {
+    return this.modes.get(nodeId) ?? 'active';
+  }
+
+  /** Nodes whose mode is not the default 'active'. */
+  nodeModes(): Record<string, NodeMode> {
+    const out: Record<string, NodeMode> = {};
+    for (const id of [...this.modes.keys()].sort()) out[id] = this.modes.get(id)!;
+    return out;
+  }
+
+  stats(): {
+    jobs: number;
+    tasks: number;
+    queued: number;
+    live: number;
+    activeTasks: number;
+    finishedJobs: number;
+  } {
+    let live = 0;
+    for (const ids of this.liveByNode.values()) live += ids.size;
+    return {
+      jobs: this.jobsById.size,
+      tasks: this.tasksById.size,
+      queued: this.queued.size,
+      live,
+      activeTasks: this.activeTaskTotal,
+      finishedJobs: this.finishedOrder.length,
+    };
+  }
+
+  private sortBySubmission(ids: string[]): string[] {
+    const keyed = ids.map((id) => {
+      const task = this.tasksById.get(id)!;
+      // maxTasksPerJob (10,000) < 2^14, so this key is unique and stays a safe integer.
+      return { id, key: this.jobsById.get(task.jobId)!.seq * 16384 + task.index };
+    });
+    keyed.sort((a, b) => a.key - b.key);
+    return keyed.map((k) => k.id);
+  }
+
+  // ----- snapshots -------------------------------------------------------------------------------------
+
+  snapshot(): Uint8Array {
+    const snap: Snapshot = {
+      version: SNAPSHOT_VERSION,
+      nextSeq: this.nextSeq,
+      jobs: [...this.jobsById.values()].map((job) => ({
+        id: job.id,
+        seq: job.seq,
+        spec: job.spec,
+        submitter: job.submitter,
+        submittedAt: job.submittedAt,
+        startedAt: job.startedAt,
+        finishedAt: job.finishedAt,
+        cancelledAt: job.cancelledAt,
+        cancelledBy: job.cancelledBy,
+        tasks: this.tasksOfJob(job.id) as TaskRecord[],
+      })),
+      finishedOrder: [...this.finishedOrder],
+      nodeModes: [...this.modes.keys()].sort().map((id) => [id, this.modes.get(id)!] as [string, NodeMode]),
+    };
+    return encode(snap);
+  }
+
+  /** Replace the whole state with a snapshot's. Throws `ProtocolError` (state unchanged) when it is invalid. */
+  restore(bytes: Uint8Array): void {
+    const snap = decode(SnapshotSchema, bytes, STATE_LIMITS.maxSnapshotBytes);
+    const next = new JobStateMachine();
+    let lastSeq = -1;
+    next.nextSeq = snap.nextSeq;
+    for (const j of snap.jobs) {
+      const job: JobRecord = {
+        id: j.id,
+        seq: j.seq,
+        spec: j.spec,
+        submitter: j.submitter,
+        submittedAt: j.submittedAt,
+        startedAt: j.startedAt,
+        finishedAt: j.finishedAt,
+        cancelledAt: j.cancelledAt,
+        cancelledBy: j.cancelledBy,
+        taskCount: j.tasks.length,
+        counts: emptyCounts(),
+      };
+      if (next.jobsById.has(j.id)) throw corrupt(`job ${j.id} twice`);
+      next.jobsById.set(job.id, job);
+      if (j.tasks.length !== taskCountOf(j.spec)) throw corrupt(`job ${j.id} has ${j.tasks.length} tasks`);
+      // Jobs are stored in submission order; `jobs()` and FIFO scheduling rely on it.
+      if (j.seq >= snap.nextSeq || j.seq <= lastSeq)
+        throw corrupt(`job ${j.id} is out of order (seq ${j.seq})`);
+      lastSeq = j.seq;
+      for (const [index, t] of j.tasks.entries()) {
+        if (t.jobId !== j.id || t.index !== index || t.id !== taskIdOf(j.id, index)) {
+          throw corrupt(`task ${t.id} does not belong at ${j.id}/${index}`);
+        }
+        if (isLive(t.state) !== (t.nodeId !== null) || t.attempts.length !== t.attempt) {
+          throw corrupt(`task ${t.id} has inconsistent attempt or node`);
+        }
+        const task: TaskRecord = { ...t, attempts: t.attempts.map((a) => ({ ...a })) };
+        next.tasksById.set(task.id, task);
+        job.counts[task.state]++;
+        if (task.state === 'queued') next.queued.add(task.id);
+        if (isLive(task.state)) next.addLive(task);
+        if (!isTerminal(task.state)) next.activeTaskTotal++;
+      }
+      if (job.finishedAt !== null) next.finishedTaskTotal += job.taskCount;
+    }
+    for (const id of snap.finishedOrder) {
+      const job = next.jobsById.get(id);
+      if (job === undefined || job.finishedAt === null)
+        throw corrupt(`finished job ${id} is missing or unfinished`);
+    }
+    next.finishedOrder = [...snap.finishedOrder];
+    for (const [id, mode] of snap.nodeModes) next.modes.set(id, mode);
+    this.jobsById = next.jobsById;
+    this.tasksById = next.tasksById;
+    this.queued = next.queued;
+    this.liveByNode = next.liveByNode;
+    this.finishedOrder = next.finishedOrder;
+    this.finishedTaskTotal = next.finishedTaskTotal;
+    this.activeTaskTotal = next.activeTaskTotal;
+    this.modes = next.modes;
+    this.nextSeq = next.nextSeq;
+  }
+}
