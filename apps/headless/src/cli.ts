@@ -8,6 +8,7 @@ import { RemoteRpcError } from '@meshrun/core/node/mesh-node.ts';
 import type { NodeRow } from '@meshrun/protocol';
 import { Command, Option } from 'commander';
 import { CliError, connectClient, type NodeClient } from './client.ts';
+import { installJobCommands } from './commands/jobs.ts';
 import {
   configFromEnv,
   configFromFile,
@@ -17,7 +18,7 @@ import {
   resolveConfig,
 } from './config.ts';
 import { DaemonStartError, startDaemon } from './daemon.ts';
-import { bytes, shortId, table } from './format.ts';
+import { bytes, parseBytes, shortId, table } from './format.ts';
 import { assertSupportedNode } from './node-version.ts';
 
 interface GlobalOpts {
@@ -35,10 +36,7 @@ export interface CliHelpers {
   withClient<T>(cmd: Command, fn: (client: NodeClient, opts: GlobalOpts) => Promise<T>): Promise<T>;
   print(opts: GlobalOpts, value: unknown, human: () => string): void;
 }
-const installers: CommandInstaller[] = [];
-export function installCommands(installer: CommandInstaller): void {
-  installers.push(installer);
-}
+const installers: CommandInstaller[] = [installJobCommands];
 
 function globalOpts(cmd: Command): GlobalOpts {
   const o = cmd.optsWithGlobals() as GlobalOpts;
@@ -233,16 +231,6 @@ export function buildProgram(): Command {
 
   for (const install of installers) install(program, helpers);
   return program;
-}
-
-export function parseBytes(text: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?$/i.exec(text.trim());
-  if (!m) throw new CliError(`"${text}" is not a size (e.g. 512M, 2G, 1048576)`, 125);
-  const n = Number(m[1]);
-  const unit = (m[2] ?? 'b').toLowerCase()[0];
-  const mult =
-    unit === 'k' ? 1024 : unit === 'm' ? 1024 ** 2 : unit === 'g' ? 1024 ** 3 : unit === 't' ? 1024 ** 4 : 1;
-  return Math.round(n * mult);
 }
 
 export async function main(argv: string[]): Promise<void> {

@@ -23,7 +23,13 @@ try {
   }
   table = (await cluster.nodes[0]!.cli(['nodes'])).stdout;
   console.log(`\n$ meshrun nodes\n${table}`);
-  const peerCli = await runCli(['--peer', cluster.nodes[2]!.addr, '--cluster-key', cluster.clusterKey, 'peers']);
+  const peerCli = await runCli([
+    '--peer',
+    cluster.nodes[2]!.addr,
+    '--cluster-key',
+    cluster.clusterKey,
+    'peers',
+  ]);
   console.log(`$ meshrun --peer ${cluster.nodes[2]!.addr} --cluster-key … peers\n${peerCli.stdout}`);
 } catch (err) {
   failed = true;

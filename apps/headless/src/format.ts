@@ -1,3 +1,5 @@
+import { CliError } from './client.ts';
+
 /** Human output helpers for the CLI: aligned tables and readable sizes. Machines use `--json`. */
 export function table(headers: string[], rows: (string | number)[][]): string {
   const cells = [headers, ...rows.map((r) => r.map((c) => String(c)))];
@@ -29,4 +31,15 @@ export function duration(ms: number): string {
   const m = Math.floor(s / 60);
   if (m < 60) return `${m}m${String(s % 60).padStart(2, '0')}s`;
   return `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m`;
+}
+
+/** `512M`, `2G`, `1048576` → bytes. */
+export function parseBytes(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?$/i.exec(text.trim());
+  if (!m) throw new CliError(`"${text}" is not a size (e.g. 512M, 2G, 1048576)`, 125);
+  const n = Number(m[1]);
+  const unit = (m[2] ?? 'b').toLowerCase()[0];
+  const mult =
+    unit === 'k' ? 1024 : unit === 'm' ? 1024 ** 2 : unit === 'g' ? 1024 ** 3 : unit === 't' ? 1024 ** 4 : 1;
+  return Math.round(n * mult);
 }

@@ -1,0 +1,386 @@
+/**
+ * Job commands: `run` (docker-run-like), `submit -f`, `jobs`, `status`, `logs`, `cancel`, `node
+ * drain|pause|resume`, `cluster`. Every command works against any peer: followers forward writes to the
+ * leader. Exit codes of `run` follow `docker run`: the task's own code, 125 when meshrun failed or refused
+ * the job, 126 when the command cannot be invoked, 127 when it is not found.
+ */
+import { readFile } from 'node:fs/promises';
+import { RemoteRpcError } from '@meshrun/core/node/mesh-node.ts';
+import type { Command } from 'commander';
+import YAML from 'yaml';
+import type { CliHelpers } from '../cli.ts';
+import { CliError, type NodeClient } from '../client.ts';
+import { duration, parseBytes, shortId, table } from '../format.ts';
+
+/** Exit codes borrowed from `docker run`. */
+export const EXIT = { meshrunFailed: 125, cannotInvoke: 126, notFound: 127 } as const;
+
+export interface TaskView {
+  taskId: string;
+  index: number;
+  state: string;
+  attempt: number;
+  nodeId: string | null;
+  exitCode: number | null;
+  outcome: string | null;
+  reason: string | null;
+  startedAt: number | null;
+  endedAt: number | null;
+  unplacedReason?: string | null;
+  attempts?: {
+    attempt: number;
+    nodeId: string;
+    outcome: string | null;
+    exitCode: number | null;
+    reason: string | null;
+  }[];
+  stdoutTail?: string;
+  stderrTail?: string;
+}
+
+export interface JobView {
+  jobId: string;
+  name: string;
+  state: string;
+  submitter: string;
+  executor: string;
+  image: string | null;
+  createdAt: number;
+  counts: Record<string, number>;
+  tasks?: TaskView[];
+}
+
+function collect(value: string, prev: string[] = []): string[] {
+  return [...prev, value];
+}
+
+/** `--param i=1..100` or `--param lr=0.1,0.01` → the job spec's params. */
+export function parseParam(text: string): [string, unknown] {
+  const eq = text.indexOf('=');
+  if (eq <= 0)
+    throw new CliError(`--param "${text}" must be name=FROM..TO or name=a,b,c`, EXIT.meshrunFailed);
+  const name = text.slice(0, eq);
+  const value = text.slice(eq + 1);
+  const range = /^(-?\d+)\.\.(-?\d+)$/.exec(value);
+  if (range) return [name, { from: Number(range[1]), to: Number(range[2]) }];
+  return [name, value.split(',').map((v) => (/^-?\d+(\.\d+)?$/.test(v) ? Number(v) : v))];
+}
+
+function parseKv(items: string[], what: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const item of items) {
+    const eq = item.indexOf('=');
+    if (eq <= 0) throw new CliError(`${what} "${item}" must be key=value`, EXIT.meshrunFailed);
+    out[item.slice(0, eq)] = item.slice(eq + 1);
+  }
+  return out;
+}
+
+function parseDuration(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
+  if (!m) throw new CliError(`"${text}" is not a duration (e.g. 30s, 5m, 1h)`, EXIT.meshrunFailed);
+  const mult = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
+  return Math.round(Number(m[1]) * mult);
+}
+
+function jobsTable(jobs: JobView[]): string {
+  if (jobs.length === 0) return 'no jobs';
+  return table(
+    ['JOB', 'NAME', 'STATE', 'TASKS', 'SUBMITTER', 'IMAGE', 'AGE'],
+    jobs.map((j) => [
+      j.jobId,
+      j.name,
+      j.state,
+      Object.entries(j.counts)
+        .filter(([, n]) => n > 0)
+        .map(([k, n]) => `${k}:${n}`)
+        .join(' '),
+      shortId(j.submitter),
+      j.image ?? j.executor,
+      duration(Math.max(0, Date.now() - j.createdAt)),
+    ]),
+  );
+}
+
+function statusText(job: JobView): string {
+  const head = `job ${job.jobId} (${job.name}) ${job.state} — submitted by ${job.submitter}\n`;
+  const rows = (job.tasks ?? []).map((t) => [
+    t.taskId,
+    t.state,
+    String(t.attempt),
+    t.nodeId ? shortId(t.nodeId) : '-',
+    t.exitCode === null ? '-' : String(t.exitCode),
+    t.reason ?? t.unplacedReason ?? '',
+  ]);
+  return head + table(['TASK', 'STATE', 'ATTEMPT', 'NODE', 'EXIT', 'REASON'], rows);
+}
+
+const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
+
+/** Streams a task's output to this process's stdout/stderr until the task ends. */
+async function followLogs(client: NodeClient, taskId: string, follow: boolean): Promise<void> {
+  await client.call(
+    'logs',
+    { taskId, follow },
+    {
+      onItem: (item) => {
+        const it = item as { stream: 'stdout' | 'stderr'; data: Uint8Array | string };
+        const data = typeof it.data === 'string' ? it.data : Buffer.from(it.data);
+        (it.stream === 'stderr' ? process.stderr : process.stdout).write(data);
+      },
+    },
+  );
+}
+
+async function waitForJob(client: NodeClient, jobId: string): Promise<JobView> {
+  // The node answers when the job reaches a terminal state (or after its own poll window): bounded loop.
+  for (let i = 0; i < 100_000; i++) {
+    const job = (await client.call(
+      'jobs.wait',
+      { jobId, timeoutMs: 30_000 },
+      { timeoutMs: 60_000 },
+    )) as JobView;
+    if (TERMINAL.has(job.state)) return job;
+  }
+  throw new CliError(`gave up waiting for job ${jobId}`, EXIT.meshrunFailed);
+}
+
+/** The exit code `meshrun run` returns for a finished single-task job. */
+export function exitCodeOf(job: JobView): number {
+  const task = job.tasks?.[0];
+  if (job.state === 'succeeded') return 0;
+  if (!task) return EXIT.meshrunFailed;
+  if (task.outcome === 'exited' || task.outcome === 'failed' || task.outcome === 'succeeded')
+    return task.exitCode ?? 1;
+  if (task.exitCode === EXIT.notFound || task.exitCode === EXIT.cannotInvoke) return task.exitCode;
+  if (task.exitCode !== null && task.exitCode !== undefined && task.exitCode > 0) return task.exitCode;
+  return EXIT.meshrunFailed;
+}
+
+export function installJobCommands(program: Command, helpers: CliHelpers): void {
+  program
+    .command('run')
+    .description('run a job on the cluster, like `docker run` (waits and streams output unless --detach)')
+    .argument('[image]', 'container image (omit with --wasm)')
+    .argument('[command...]', 'command and arguments (after --)')
+    .option('--name <name>', 'job name')
+    .option('--cpus <n>', 'CPU cores per task (fractions ok)', '1')
+    .option('--memory <size>', 'memory per task (e.g. 512M, 2G)', '256M')
+    .option('--gpus <n>', 'GPUs per task')
+    .option('--gpu-vendor <vendor>', 'GPU vendor (nvidia, amd, intel)')
+    .option('--gpu-min-vram <size>', 'minimum VRAM per GPU')
+    .option('-e, --env <k=v>', 'environment variable (repeatable)', collect, [])
+    .option('--label-constraint <k=v>', 'only nodes with this label (repeatable)', collect, [])
+    .option('--arch <arch>', 'only nodes of this CPU architecture')
+    .option('--timeout <duration>', 'task run timeout (e.g. 30s, 10m)')
+    .option('--retries <n>', 'extra attempts after a failure', '0')
+    .option('--priority <n>', 'higher runs first (0-100)', '50')
+    .option('--count <n>', 'identical tasks', '1')
+    .option('--param <name=spec>', 'sweep parameter: i=1..100 or x=a,b,c (repeatable)', collect, [])
+    .option('--network', 'ask for network access (the node owner must allow it)')
+    .option('--wasm <file>', 'run a WASI module instead of a container')
+    .option('-d, --detach', 'print the job ID and return')
+    .action(async (image: string | undefined, command: string[], o, cmd: Command) => {
+      const params = Object.fromEntries((o.param as string[]).map(parseParam));
+      let wasm: Uint8Array | undefined;
+      if (o.wasm) {
+        try {
+          wasm = new Uint8Array(await readFile(o.wasm));
+        } catch (err) {
+          throw new CliError(`cannot read --wasm ${o.wasm}: ${(err as Error).message}`, EXIT.meshrunFailed);
+        }
+        if (image) command = [image, ...command];
+      } else if (!image) {
+        throw new CliError('run needs an IMAGE (or --wasm FILE)', EXIT.meshrunFailed);
+      }
+      const spec: Record<string, unknown> = {
+        name: o.name ?? (o.wasm ? String(o.wasm).split('/').pop() : image),
+        executor: wasm ? 'wasm' : 'docker',
+        ...(wasm ? { wasm: { module: wasm } } : { image }),
+        command,
+        env: parseKv(o.env, '--env'),
+        resources: {
+          cpus: Number(o.cpus),
+          memoryBytes: parseBytes(o.memory),
+          ...(o.gpus
+            ? {
+                gpus: {
+                  count: Number(o.gpus),
+                  ...(o.gpuVendor ? { vendor: o.gpuVendor } : {}),
+                  ...(o.gpuMinVram ? { minVramBytes: parseBytes(o.gpuMinVram) } : {}),
+                },
+              }
+            : {}),
+        },
+        constraints: {
+          ...(o.labelConstraint.length > 0
+            ? { labels: parseKv(o.labelConstraint, '--label-constraint') }
+            : {}),
+          ...(o.arch ? { arch: o.arch } : {}),
+        },
+        ...(o.timeout ? { timeoutMs: parseDuration(o.timeout) } : {}),
+        retry: { maxAttempts: Number(o.retries) + 1 },
+        priority: Number(o.priority),
+        count: Number(o.count),
+        params,
+        network: Boolean(o.network),
+      };
+      const code = await helpers.withClient(cmd, async (client, opts) => {
+        let submitted: { jobId: string; tasks: number };
+        try {
+          submitted = (await client.call('jobs.submit', { spec })) as { jobId: string; tasks: number };
+        } catch (err) {
+          if (err instanceof RemoteRpcError)
+            throw new CliError(`job refused: ${err.message}`, EXIT.meshrunFailed);
+          throw err;
+        }
+        if (o.detach) {
+          helpers.print(opts, submitted, () => submitted.jobId);
+          return 0;
+        }
+        if (submitted.tasks === 1) await followLogs(client, `${submitted.jobId}/0`, true);
+        const job = await waitForJob(client, submitted.jobId);
+        if (opts.json) helpers.print(opts, job, () => '');
+        else if (submitted.tasks > 1) process.stderr.write(`${statusText(job)}\n`);
+        const rc = submitted.tasks === 1 ? exitCodeOf(job) : job.state === 'succeeded' ? 0 : 1;
+        if (rc === EXIT.meshrunFailed)
+          process.stderr.write(`meshrun: ${job.tasks?.[0]?.reason ?? `job ${job.state}`}\n`);
+        return rc;
+      });
+      process.exitCode = code;
+    });
+
+  program
+    .command('submit')
+    .description('submit a batch of jobs from a YAML or JSON file (one spec or a list)')
+    .requiredOption('-f, --file <file>', 'jobs file')
+    .action(async (o, cmd: Command) => {
+      const text = await readFile(o.file, 'utf8').catch((err: Error) => {
+        throw new CliError(`cannot read ${o.file}: ${err.message}`);
+      });
+      let parsed: unknown;
+      try {
+        parsed = o.file.endsWith('.json') ? JSON.parse(text) : YAML.parse(text);
+      } catch (err) {
+        throw new CliError(
+          `${o.file} is not valid ${o.file.endsWith('.json') ? 'JSON' : 'YAML'}: ${(err as Error).message}`,
+        );
+      }
+      const specs = Array.isArray(parsed) ? parsed : ((parsed as { jobs?: unknown[] })?.jobs ?? [parsed]);
+      await helpers.withClient(cmd, async (client, opts) => {
+        const results: { jobId?: string; error?: string }[] = [];
+        for (const spec of specs) {
+          try {
+            results.push((await client.call('jobs.submit', { spec })) as { jobId: string });
+          } catch (err) {
+            results.push({ error: (err as Error).message });
+          }
+        }
+        helpers.print(opts, results, () => results.map((r) => r.jobId ?? `refused: ${r.error}`).join('\n'));
+        if (results.some((r) => r.error)) process.exitCode = 1;
+      });
+    });
+
+  program
+    .command('jobs')
+    .description('list jobs')
+    .option('--state <state>', 'only jobs in this state (queued, running, succeeded, failed, cancelled)')
+    .option('--limit <n>', 'at most this many (newest first)', '100')
+    .action(async (o, cmd: Command) => {
+      await helpers.withClient(cmd, async (client, opts) => {
+        const jobs = (await client.call('jobs.list', {
+          ...(o.state ? { state: o.state } : {}),
+          limit: Number(o.limit),
+        })) as JobView[];
+        helpers.print(opts, jobs, () => jobsTable(jobs));
+      });
+    });
+
+  program
+    .command('status')
+    .description('a job with its tasks and every attempt')
+    .argument('<job>', 'job ID')
+    .action(async (jobId: string, _o, cmd: Command) => {
+      await helpers.withClient(cmd, async (client, opts) => {
+        const job = (await client.call('jobs.get', { jobId })) as JobView;
+        helpers.print(opts, job, () => statusText(job));
+      });
+    });
+
+  program
+    .command('logs')
+    .description("a task's output (JOB means its first task); --follow streams until the task ends")
+    .argument('<task>', 'task ID (JOB/N) or job ID')
+    .option('-f, --follow', 'stream new output until the task ends')
+    .action(async (id: string, o, cmd: Command) => {
+      await helpers.withClient(cmd, async (client) => {
+        await followLogs(client, id.includes('/') ? id : `${id}/0`, Boolean(o.follow));
+      });
+    });
+
+  program
+    .command('cancel')
+    .description('cancel a job (running tasks are stopped)')
+    .argument('<job>', 'job ID')
+    .action(async (jobId: string, _o, cmd: Command) => {
+      await helpers.withClient(cmd, async (client, opts) => {
+        const r = await client.call('jobs.cancel', { jobId });
+        helpers.print(opts, r, () => `cancelled ${jobId}`);
+      });
+    });
+
+  const node = program
+    .command('node')
+    .description("change a node's mode (default: the node you are talking to)");
+  for (const [name, mode, what] of [
+    ['drain', 'draining', 'stop new assignments; running tasks finish (or are re-queued after --deadline)'],
+    ['pause', 'paused', 'stop taking new work (a volunteer’s switch)'],
+    ['resume', 'active', 'take work again'],
+  ] as const) {
+    const c = node
+      .command(name)
+      .description(what)
+      .argument('[node]', 'peer ID (default: the node answering)');
+    if (name === 'drain') c.option('--deadline <duration>', 're-queue tasks still running after this long');
+    c.action(async (nodeId: string | undefined, o, cmd: Command) => {
+      await helpers.withClient(cmd, async (client, opts) => {
+        const r = await client.call('node.setMode', {
+          ...(nodeId ? { nodeId } : {}),
+          mode,
+          ...(o.deadline ? { deadlineMs: parseDuration(o.deadline) } : {}),
+        });
+        helpers.print(opts, r, () => `${(r as { nodeId: string }).nodeId} is now ${mode}`);
+      });
+    });
+  }
+
+  program
+    .command('cluster')
+    .description('the Raft cluster: leader, term, commit/applied index, voters and learners')
+    .action(async (_o, cmd: Command) => {
+      await helpers.withClient(cmd, async (client, opts) => {
+        const s = (await client.call('cluster.status', {})) as {
+          id: string;
+          leader: string | null;
+          term: number;
+          commit: number;
+          applied: number;
+          role: string;
+          voters: { id: string; match: number; reachable: boolean }[];
+          learners: { id: string; match: number; reachable: boolean }[];
+        };
+        helpers.print(opts, s, () => {
+          const rows = [
+            ...s.voters.map((v) => [
+              v.id,
+              v.id === s.leader ? 'leader' : 'voter',
+              String(v.match),
+              v.reachable ? 'yes' : 'no',
+            ]),
+            ...s.learners.map((v) => [v.id, 'learner', String(v.match), v.reachable ? 'yes' : 'no']),
+          ];
+          return `leader ${s.leader ?? '(none)'}  term ${s.term}  commit ${s.commit}  applied ${s.applied}  (answered by ${shortId(s.id)}, ${s.role})\n${table(['MEMBER', 'ROLE', 'MATCH', 'REACHABLE'], rows)}`;
+        });
+      });
+    });
+}
