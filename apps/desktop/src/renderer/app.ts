@@ -1,0 +1,140 @@
+/**
+ * Dashboard entry point. Picks the transport (Electron preload if present, else HTTP with the URL token),
+ * subscribes once to the node's event stream and renders the views. Views load their data when shown and
+ * then live off the event stream: there is no polling loop.
+ */
+import type { Bridge } from '../shared/api.ts';
+import { AppContext, type View } from './context.ts';
+import { contributeSwitch } from './contribute.ts';
+import { h, replaceChildren } from './dom.ts';
+import { ElectronBridge, preloadApi } from './electron-bridge.ts';
+import { applyTheme, nextTheme, storedTheme } from './theme.ts';
+import { eventsView } from './views/events.ts';
+import { historyView } from './views/history.ts';
+import { nodesView } from './views/nodes.ts';
+import { preferencesView } from './views/preferences.ts';
+import { statsView } from './views/stats.ts';
+import { statusView } from './views/status.ts';
+import { tasksView } from './views/tasks.ts';
+import { takeToken, WebBridge } from './web-bridge.ts';
+
+/** Bound on simultaneously visible toasts. */
+const MAX_TOASTS = 4;
+const TOAST_MS = 6000;
+
+function createBridge(): Bridge | null {
+  const api = preloadApi();
+  if (api) return new ElectronBridge(api);
+  const token = takeToken();
+  return token ? new WebBridge(token) : null;
+}
+
+function main(): void {
+  applyTheme(storedTheme());
+  const root = document.getElementById('app')!;
+  const bridge = createBridge();
+  if (!bridge) {
+    replaceChildren(
+      root,
+      h(
+        'main',
+        { class: 'no-token' },
+        h('h1', null, 'meshrun'),
+        h(
+          'p',
+          null,
+          'Open the dashboard with the link the node printed at start-up (it contains the access token).',
+        ),
+      ),
+    );
+    return;
+  }
+
+  const toasts = h('div', { class: 'toasts', role: 'alert' });
+  const toast = (message: string, level: 'info' | 'error') => {
+    const el = h('div', { class: `toast ${level}` }, message);
+    toasts.append(el);
+    while (toasts.children.length > MAX_TOASTS) toasts.firstElementChild?.remove();
+    setTimeout(() => el.remove(), TOAST_MS);
+  };
+  const ctx = new AppContext(bridge, toast);
+
+  const views: View[] = [
+    statusView(ctx),
+    tasksView(ctx),
+    historyView(ctx),
+    nodesView(ctx),
+    statsView(ctx),
+    eventsView(ctx),
+    preferencesView(ctx),
+  ];
+  const nav = h('nav', { class: 'tabs', role: 'tablist' });
+  const content = h('main', { id: 'content' });
+  for (const view of views) {
+    view.element.hidden = true;
+    content.append(view.element);
+    nav.append(
+      h('a', { href: `#${view.id}`, role: 'tab', id: `tab-${view.id}`, 'data-view': view.id }, view.title),
+    );
+  }
+
+  const showFromHash = () => {
+    const id = location.hash.slice(1) || 'status';
+    const active = views.find((v) => v.id === id) ?? views[0];
+    for (const view of views) view.element.hidden = view !== active;
+    for (const tab of nav.children)
+      tab.setAttribute('aria-selected', String((tab as HTMLElement).dataset.view === active.id));
+    document.title = `meshrun · ${active.title}`;
+    active.show();
+  };
+  window.addEventListener('hashchange', showFromHash);
+
+  const connection = h(
+    'span',
+    { id: 'connection', class: 'connection', title: 'live connection to the node' },
+    'connecting',
+  );
+  ctx.on('connection', ({ connected }) => {
+    connection.className = `connection ${connected ? 'ok' : 'bad'}`;
+    replaceChildren(connection, connected ? 'live' : 'reconnecting…');
+  });
+  ctx.on('event', (e) => {
+    if (e.level === 'error') toast(e.msg, 'error');
+  });
+
+  const themeButton = h('button', {
+    id: 'theme-toggle',
+    class: 'ghost',
+    title: 'Theme: system → dark → light',
+  });
+  const renderThemeButton = () =>
+    replaceChildren(themeButton, `Theme: ${document.documentElement.dataset.themeChoice}`);
+  themeButton.addEventListener('click', () => {
+    applyTheme(
+      nextTheme((document.documentElement.dataset.themeChoice as 'system' | 'dark' | 'light') ?? 'system'),
+    );
+    renderThemeButton();
+  });
+  renderThemeButton();
+  matchMedia('(prefers-color-scheme: dark)').addEventListener('change', () => applyTheme(storedTheme()));
+
+  replaceChildren(
+    root,
+    h(
+      'header',
+      null,
+      h('h1', null, 'meshrun'),
+      contributeSwitch(ctx),
+      h('div', { class: 'spacer' }),
+      connection,
+      themeButton,
+    ),
+    nav,
+    content,
+    toasts,
+  );
+  bridge.subscribe((event) => ctx.dispatch(event));
+  showFromHash();
+}
+
+main();

@@ -1,0 +1,170 @@
+/**
+ * The node's local API as the renderer sees it (the daemon's `/api/rpc` + `/api/events` contract), and the
+ * `Bridge` the renderer talks through: over HTTP in a browser (web-bridge.ts) or over IPC in Electron
+ * (preload.ts). Types only: the renderer validates nothing beyond shape checks because the node is local and
+ * authenticated, but it never renders values as HTML (text nodes only).
+ */
+import type { Preferences } from '../main/preferences.ts';
+
+export type { Preferences };
+
+export type Role = 'leader' | 'follower' | 'learner' | 'none';
+export type NodeMode = 'active' | 'paused' | 'draining';
+export type ExecutorKind = 'docker' | 'wasm';
+
+export interface Offered {
+  cpus: number;
+  memoryBytes: number;
+  gpus: number;
+  executors: ExecutorKind[];
+  maxConcurrent: number;
+}
+
+export interface NodeStatus {
+  peerId: string;
+  addrs: string[];
+  role: Role;
+  leader: string | null;
+  term: number;
+  connectedPeers: number;
+  contributing: boolean;
+  mode: NodeMode;
+  pausedReason: string | null;
+  offered: Offered;
+}
+
+export interface NodeAdvertisement {
+  peerId: string;
+  hostname: string;
+  labels: Record<string, string>;
+  hardware: {
+    cpu: { model: string; physicalCores: number; logicalCores: number; arch: string };
+    memoryBytes: number;
+    gpus: { vendor: string; model: string; vramBytes: number }[];
+    os: { platform: string; distro: string; release: string };
+    docker: { available: boolean; version: string | null };
+  };
+  offered: Offered;
+  mode: NodeMode;
+  up: boolean;
+  lastSeen: number;
+}
+
+export interface ClusterInfo {
+  leader: string | null;
+  term: number;
+  commit: number;
+  applied: number;
+  voters: { id: string; match: number; reachable: boolean }[];
+  learners: { id: string; match?: number; reachable?: boolean }[];
+}
+
+export interface LocalTask {
+  taskId: string;
+  jobId: string;
+  name: string;
+  submitter: string;
+  image: string;
+  startedAt: number;
+  usage: { cpuPercent: number; memoryBytes: number };
+}
+
+/** A finished task; the daemon may add fields, these are the ones the history view shows. */
+export interface TaskRecord {
+  taskId: string;
+  jobId: string;
+  name?: string;
+  submitter?: string;
+  image?: string;
+  state?: string;
+  startedAt?: number;
+  finishedAt?: number;
+  exitCode?: number | null;
+  [extra: string]: unknown;
+}
+
+export interface LogLine {
+  seq: number;
+  stream: string;
+  text: string;
+}
+
+export interface LogsResult {
+  lines: LogLine[];
+  ended: boolean;
+}
+
+export interface DayStats {
+  day: string;
+  cpuHours: number;
+  tasks: number;
+}
+
+export type EventLevel = 'debug' | 'info' | 'warn' | 'error';
+
+export interface NodeEvent {
+  at: number;
+  level: EventLevel | string;
+  msg: string;
+}
+
+export type PauseMode = 'finish' | 'now';
+
+/** Method name → [params, result]. */
+export interface RpcMethods {
+  status: [undefined, NodeStatus];
+  nodes: [undefined, NodeAdvertisement[]];
+  peers: [undefined, unknown[]];
+  cluster: [undefined, ClusterInfo];
+  jobs: [{ state?: string } | undefined, unknown[]];
+  job: [{ jobId: string }, unknown];
+  'tasks.local': [undefined, LocalTask[]];
+  'tasks.history': [{ limit: number }, TaskRecord[]];
+  logs: [{ taskId: string; fromSeq?: number }, LogsResult];
+  'stats.contribution': [{ days: number }, DayStats[]];
+  'events.recent': [{ limit: number; level?: string; q?: string }, NodeEvent[]];
+  'node.pause': [{ mode: PauseMode; snoozeMs?: number }, unknown];
+  'node.resume': [undefined, unknown];
+  'preferences.get': [undefined, Preferences];
+  'preferences.set': [{ prefs: Preferences }, unknown];
+}
+
+export type RpcMethod = keyof RpcMethods;
+
+/** One server-sent event from the node. */
+export type LiveEvent =
+  | { type: 'status'; data: NodeStatus }
+  | { type: 'task'; data: TaskRecord }
+  | { type: 'log'; data: { taskId: string; stream: string; text: string } }
+  | { type: 'event'; data: NodeEvent }
+  | { type: 'connection'; data: { connected: boolean } };
+
+export const LIVE_EVENT_TYPES = ['status', 'task', 'log', 'event'] as const;
+
+/** An RPC failure reported by the node (`{ok:false, error}`) or by the transport. */
+export class RpcError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.name = 'RpcError';
+    this.code = code;
+  }
+}
+
+export interface Bridge {
+  call<M extends RpcMethod>(method: M, params?: RpcMethods[M][0]): Promise<RpcMethods[M][1]>;
+  /** Live events; returns the unsubscribe function. */
+  subscribe(handler: (event: LiveEvent) => void): () => void;
+  /** Where the renderer runs: changes only wording (e.g. "closing the window keeps the node running"). */
+  readonly host: 'web' | 'electron';
+}
+
+/** What the Electron preload exposes on `window.meshrun` (the IPC transport under the Bridge). */
+export interface PreloadApi {
+  call(method: string, params: unknown): Promise<unknown>;
+  subscribe(handler: (event: LiveEvent) => void): () => void;
+}
+
+/** IPC channel names shared by main and preload. */
+export const IPC_RPC = 'meshrun:rpc';
+export const IPC_EVENT = 'meshrun:event';
