@@ -104,7 +104,8 @@ export function runCommand(cmd: string, args: readonly string[], opts: RunOption
       clearTimeout(timer);
       const stderr = err.text() + (spawnError ? `${spawnError.message}\n` : '');
       resolve({
-        code: spawnError && code === null && signal === null ? 127 : code,
+        // A command that could not be started reports like a shell would (libuv gives a negative errno).
+        code: spawnError ? 127 : code,
         signal,
         stdout: out.text(),
         stderr,
