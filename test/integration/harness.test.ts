@@ -252,6 +252,15 @@ describe('netns network with a stand-in daemon per host', { skip }, () => {
       const routes = await net.exec(h, 'ip', ['-4', 'route', 'show']);
       assert.match(routes.stdout, /224\.0\.0\.0\/4 dev eth0/);
       assert.doesNotMatch(routes.stdout, /default/, 'no way out of the test network');
+      // IPv6 is off on eth0 (link-local IPv6 would bypass the IPv4 partition rules), on for lo's ::1.
+      const v6 = await net.exec(h, 'ip', ['-6', '-o', 'addr', 'show']);
+      assert.deepEqual(
+        v6.stdout
+          .trim()
+          .split('\n')
+          .map((l) => l.split(/\s+/).slice(1, 4).join(' ')),
+        ['lo inet6 ::1/128'],
+      );
     }
     assert.ok(listNamespaces().includes(net.bridgeNs));
   });
@@ -374,6 +383,30 @@ describe('netns network with a stand-in daemon per host', { skip }, () => {
       timeoutMs: 10_000,
       description: 'all hosts reachable after replug',
     });
+  });
+
+  it("setHostLoss drops a fraction of the packets crossing a host's cable", async () => {
+    const count = 40;
+    const before = tag('lossy');
+    const half = tag('half');
+    const healed = tag('healed');
+    const got = (i: number, msg: string) =>
+      events(node(i)).filter((e) => e.event === 'udp' && e.msg?.startsWith(`${msg} `)).length;
+    await net.setHostLoss(2, 1);
+    await net.exec(0, NODE_BIN, [PROBE, 'udp-send', net.hosts[2]!.ip, '7401', before, String(count)]);
+    await net.setHostLoss(2, 0.5);
+    await net.exec(0, NODE_BIN, [PROBE, 'udp-send', net.hosts[2]!.ip, '7401', half, String(count)]);
+    await net.setHostLoss(2, 0);
+    await net.exec(0, NODE_BIN, [PROBE, 'udp-send', net.hosts[2]!.ip, '7401', healed, String(count)]);
+    await waitFor(() => got(2, healed) === count, {
+      timeoutMs: 5000,
+      description: 'all datagrams after loss 0',
+    });
+    assert.equal(got(2, before), 0, 'loss 1 dropped everything');
+    // Binomial(40, 0.5): outside 5..35 has probability ~1e-6.
+    const n = got(2, half);
+    assert.ok(n >= 5 && n <= 35, `loss 0.5 delivered ${n} of ${count}`);
+    assert.match(net.diagnostics(), /loss: none/);
   });
 
   it('runCli runs inside a host namespace', async () => {

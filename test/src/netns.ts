@@ -157,12 +157,17 @@ export interface Network {
   partition(a: readonly HostRef[], b: readonly HostRef[]): Promise<void>;
   /** Drops traffic sent by hosts in `from` to hosts in `to`; the reverse direction still flows. */
   asymmetricPartition(from: readonly HostRef[], to: readonly HostRef[]): Promise<void>;
-  /** Removes all partitions, or only those between `a` and `b` (both directions) when given. */
+  /** Removes all partitions, or only those between `a` and `b` (both directions) when given. Loss stays. */
   heal(a?: readonly HostRef[], b?: readonly HostRef[]): Promise<void>;
   /** Currently blocked directions, as "h0->h1" strings, sorted. */
   blocked(): string[];
   /** Unplugs (up=false) or replugs a host's cable: its bridge-side veth goes down/up; host config is kept. */
   setHostLink(host: HostRef, up: boolean): Promise<void>;
+  /**
+   * Makes a host's cable lossy: each packet crossing it, in either direction, is dropped with probability
+   * `fraction` (0 restores it). There is no delay emulation: this kernel has no netem.
+   */
+  setHostLoss(host: HostRef, fraction: number): Promise<void>;
   /** Log tails of every process spawned in this network, for failure messages. */
   diagnostics(tailBytes?: number): string;
   /** Stops all processes and deletes every namespace of this network. Idempotent. */
@@ -187,6 +192,11 @@ async function must(cmd: string, args: readonly string[], input?: string): Promi
 function ipBatch(ns: string, lines: readonly string[]): Promise<string> {
   assertOurs(ns);
   return must('ip', ['-n', ns, '-batch', '-'], `${lines.join('\n')}\n`);
+}
+
+function disableIpv6(ns: string, iface: string): Promise<string> {
+  assertOurs(ns);
+  return must('ip', ['netns', 'exec', ns, 'sysctl', '-q', '-w', `net.ipv6.conf.${iface}.disable_ipv6=1`]);
 }
 
 function assertOurs(ns: string): void {
@@ -349,6 +359,9 @@ export async function createNetwork(opts: NetworkOptions): Promise<Network> {
       ]),
       `link set ${BRIDGE} up`,
     ]);
+    // IPv6 off on eth0: partitions are IPv4 rules, and link-local IPv6 between hosts would bypass them.
+    // (It stays on lo: "localhost" may resolve to ::1 first.)
+    await Promise.all(hosts.map((h) => disableIpv6(h.ns, HOST_IFACE)));
     await Promise.all(
       hosts.map((h) =>
         ipBatch(h.ns, [
@@ -380,11 +393,18 @@ export async function createNetwork(opts: NetworkOptions): Promise<Network> {
   // Partition state: the set of blocked directions "from->to" (host indices). Each host's filter table is
   // rewritten from this set, so rules can't drift from what blocked() reports.
   const blocked = new Set<string>();
+  /** Per-host packet loss probability on eth0 (host index -> fraction), see setHostLoss. */
+  const loss = new Map<number, number>();
   const pairKey = (from: Host, to: Host) => `${from.index}->${to.index}`;
   const applyRules = async (touched: Iterable<Host>) => {
     await Promise.all(
       [...new Set(touched)].map(async (h) => {
         const rules: string[] = [];
+        const p = loss.get(h.index);
+        if (p !== undefined) {
+          const random = `-m statistic --mode random --probability ${p.toFixed(6)} -j DROP`;
+          rules.push(`-A INPUT -i ${HOST_IFACE} ${random}`, `-A OUTPUT -o ${HOST_IFACE} ${random}`);
+        }
         for (const other of hosts) {
           if (other === h) continue;
           if (blocked.has(pairKey(h, other))) rules.push(`-A OUTPUT -d ${other.ip}/32 -j DROP`);
@@ -475,13 +495,25 @@ export async function createNetwork(opts: NetworkOptions): Promise<Network> {
         .sort();
     },
 
+    async setHostLoss(ref, fraction) {
+      if (!(fraction >= 0 && fraction <= 1))
+        throw new RangeError(`netns: loss must be in 0..1, got ${fraction}`);
+      const h = resolve(ref);
+      if (fraction === 0) loss.delete(h.index);
+      else loss.set(h.index, fraction);
+      await applyRules([h]);
+    },
+
     async setHostLink(ref, up) {
       const h = resolve(ref);
       await ipBatch(bridgeNs, [`link set v${h.index} ${up ? 'up' : 'down'}`]);
     },
 
     diagnostics(tailBytes = 2000) {
-      const parts = [`network ${prefix} (${subnet}); blocked: ${network.blocked().join(', ') || 'none'}`];
+      const lossy = [...loss].map(([i, p]) => `h${i}=${p}`).join(', ') || 'none';
+      const parts = [
+        `network ${prefix} (${subnet}); blocked: ${network.blocked().join(', ') || 'none'}; loss: ${lossy}`,
+      ];
       for (const x of handles) {
         const state = x.exitInfo ? `exited code=${x.exitInfo.code} signal=${x.exitInfo.signal}` : 'running';
         parts.push(`--- ${x.host.name} pid ${x.pid} (${state}) ${x.logFile}\n${x.logTail(tailBytes)}`);
