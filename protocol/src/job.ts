@@ -250,9 +250,7 @@ const JobSpecObject = z.strictObject({
   wasm: WasmModuleSchema.optional(),
   command: ArgsSchema.default([]),
   entrypoint: ArgsSchema.optional(),
-  env: z
-    .record(z.string().regex(ENV_NAME, 'env names must be [A-Za-z_][A-Za-z0-9_]*'), z.string())
-    .default({}),
+  env: z.record(z.string(), z.string()).default({}),
   workdir: z
     .string()
     .min(1)
@@ -289,12 +287,7 @@ const JobSpecObject = z.strictObject({
   /** Replicas of every parameter combination. */
   count: z.number().int().min(1).max(JOB_LIMITS.maxCount).default(1),
   /** Sweep: each task gets one combination (cartesian product) of these values in its env. */
-  params: z
-    .record(
-      z.string().regex(ENV_NAME, 'param names must be valid env names ([A-Za-z_][A-Za-z0-9_]*)'),
-      ParamSchema,
-    )
-    .default({}),
+  params: z.record(z.string(), ParamSchema).default({}),
 });
 
 export const JobSpecSchema = JobSpecObject.superRefine((spec, ctx) => {
@@ -310,6 +303,20 @@ export const JobSpecSchema = JobSpecObject.superRefine((spec, ctx) => {
       ctx.addIssue({ code: 'custom', path: ['image'], message: 'wasm jobs take no image' });
     if (spec.resources.gpus !== undefined)
       ctx.addIssue({ code: 'custom', path: ['resources', 'gpus'], message: 'wasm jobs cannot use GPUs' });
+  }
+  // Names are checked here rather than in the record's key schema so the message says what is wrong.
+  for (const [field, names] of [
+    ['env', Object.keys(spec.env)],
+    ['params', Object.keys(spec.params)],
+  ] as const) {
+    for (const name of names) {
+      if (!ENV_NAME.test(name))
+        ctx.addIssue({
+          code: 'custom',
+          path: [field, name],
+          message: `${JSON.stringify(name.slice(0, 64))} is not a valid env name ([A-Za-z_][A-Za-z0-9_]*)`,
+        });
+    }
   }
   const paramNames = Object.keys(spec.params);
   if (paramNames.length > JOB_LIMITS.maxParams) {
