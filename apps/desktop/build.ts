@@ -2,8 +2,8 @@
  * Build: the renderer to dist/renderer/ (served by the daemon at `/` and loaded by Electron), and the Electron
  * main + preload to out/. Run with `node build.ts` (Node 22 type stripping) or `npm run build -w apps/desktop`.
  *
- * Main bundles our own workspace code (@meshrun/*, TypeScript sources) but keeps third-party packages external
- * so native modules (level's binding) load from node_modules as electron-builder packs them.
+ * Main is one bundle with the node inside (our TypeScript workspaces and their pure-JS dependencies), so the
+ * packaged app needs node_modules only for native modules (NATIVE_EXTERNALS), which electron-builder packs.
  * The preload is CommonJS because Electron's sandboxed preloads cannot be ES modules.
  */
 import { copyFile, mkdir, rm } from 'node:fs/promises';
@@ -17,15 +17,11 @@ const mainOut = join(here, 'out');
 const production = process.argv.includes('--production');
 const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length);
 
-const externalThirdParty: esbuild.Plugin = {
-  name: 'external-third-party',
-  setup(build) {
-    build.onResolve({ filter: /^[^./]/ }, (args) => {
-      if (args.path.startsWith('@meshrun/') || args.path.startsWith('node:')) return undefined;
-      return { path: args.path, external: true };
-    });
-  },
-};
+/** Packages with native bindings: loaded from node_modules at run time, never bundled. */
+const NATIVE_EXTERNALS = ['electron', 'classic-level', 'cpu-features'];
+/** CommonJS dependencies inside an ESM bundle still call require(); give them one. */
+const REQUIRE_SHIM =
+  "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);";
 
 async function buildRenderer(): Promise<void> {
   await rm(rendererOut, { recursive: true, force: true });
@@ -63,7 +59,8 @@ async function buildMain(): Promise<void> {
       entryPoints: [join(here, 'src/main/main.ts')],
       outfile: join(mainOut, 'main.js'),
       format: 'esm',
-      plugins: [externalThirdParty],
+      external: NATIVE_EXTERNALS,
+      banner: { js: REQUIRE_SHIM },
     }),
     esbuild.build({
       ...common,

@@ -74,6 +74,8 @@ export const preferencesSchema = z.object({
   startAtLogin: z.boolean(),
   /** Closing the window keeps the node running in the tray (true) or quits (false). */
   keepRunningOnClose: z.boolean(),
+  /** Ask (and say) what closing the window does, until the volunteer ticks "don't ask again". */
+  askOnClose: z.boolean(),
   theme: z.enum(['system', 'dark', 'light']),
 });
 
@@ -98,11 +100,11 @@ export const DEFAULT_PREFERENCES: Readonly<Preferences> = Object.freeze({
   snoozeUntil: null,
   startAtLogin: false,
   keepRunningOnClose: true,
+  askOnClose: true,
   theme: 'system',
 } satisfies Preferences);
 
-/** Default snooze length offered by the UI's pause control. */
-export const DEFAULT_SNOOZE_MS = 60 * 60 * 1000;
+export { DEFAULT_SNOOZE_MS } from '../shared/constants.ts';
 
 export function defaultPreferences(): Preferences {
   return structuredClone(DEFAULT_PREFERENCES) as Preferences;

@@ -12,12 +12,25 @@ export type Role = 'leader' | 'follower' | 'learner' | 'none';
 export type NodeMode = 'active' | 'paused' | 'draining';
 export type ExecutorKind = 'docker' | 'wasm';
 
+export interface GpuInfo {
+  vendor: string;
+  model: string;
+  vramBytes: number;
+}
+
 export interface Offered {
   cpus: number;
   memoryBytes: number;
-  gpus: number;
+  /** A count in the API contract; the daemon may send the offered GPUs themselves. */
+  gpus: number | GpuInfo[];
   executors: ExecutorKind[];
   maxConcurrent: number;
+  diskBytes?: number;
+  network?: boolean;
+}
+
+export function gpuCount(offered: Offered): number {
+  return Array.isArray(offered.gpus) ? offered.gpus.length : Number(offered.gpus) || 0;
 }
 
 export interface NodeStatus {
@@ -40,14 +53,23 @@ export interface NodeAdvertisement {
   hardware: {
     cpu: { model: string; physicalCores: number; logicalCores: number; arch: string };
     memoryBytes: number;
-    gpus: { vendor: string; model: string; vramBytes: number }[];
+    gpus: GpuInfo[];
     os: { platform: string; distro: string; release: string };
     docker: { available: boolean; version: string | null };
   };
   offered: Offered;
   mode: NodeMode;
-  up: boolean;
+  pausedReason?: string | null;
+  /** Reachability: `up` in the API contract; the daemon's node table says `connected`. */
+  up?: boolean;
+  connected?: boolean;
+  /** True for the node serving this dashboard. */
+  self?: boolean;
   lastSeen: number;
+}
+
+export function nodeIsUp(n: NodeAdvertisement): boolean {
+  return n.up ?? n.connected ?? true;
 }
 
 export interface ClusterInfo {

@@ -41,9 +41,9 @@ export function eventsView(ctx: AppContext): View {
 
   const load = async () => {
     const q = search.value.trim();
-    // The node filters by one minimum level; we ask for everything matching the text and filter levels here.
+    // Filtering happens here (levels are a set, not a minimum), so the node is only asked for the newest events.
     const events = await ctx.attempt('Loading events', () =>
-      ctx.bridge.call('events.recent', q ? { limit: MAX_EVENTS, q } : { limit: MAX_EVENTS }),
+      ctx.bridge.call('events.recent', { limit: MAX_EVENTS }),
     );
     if (!events) return;
     const shown = events.filter((e) => eventMatches(e, levels, q)).sort((a, b) => b.at - a.at);

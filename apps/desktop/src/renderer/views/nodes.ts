@@ -1,5 +1,5 @@
 /** Network nodes and their hardware, as advertised in the cluster. */
-import type { NodeAdvertisement } from '../../shared/api.ts';
+import { gpuCount, type NodeAdvertisement, nodeIsUp } from '../../shared/api.ts';
 import type { AppContext, View } from '../context.ts';
 import { h, replaceChildren } from '../dom.ts';
 import { formatBytes, formatTime, shortId } from '../format.ts';
@@ -41,16 +41,19 @@ export function nodesView(ctx: AppContext): View {
 
 function nodeCard(n: NodeAdvertisement): HTMLElement {
   const hw = n.hardware;
+  const up = nodeIsUp(n);
   return h(
     'div',
-    { class: `card node ${n.up ? 'up' : 'down'}`, 'data-peer': n.peerId },
+    { class: `card node ${up ? 'up' : 'down'}`, 'data-peer': n.peerId },
     h(
       'h3',
       null,
       n.hostname || shortId(n.peerId),
       ' ',
-      h('span', { class: `badge ${n.up ? 'ok' : 'bad'}` }, n.up ? n.mode : 'down'),
+      h('span', { class: `badge ${up ? 'ok' : 'bad'}` }, up ? n.mode : 'down'),
+      n.self ? h('span', { class: 'badge' }, 'this computer') : null,
     ),
+    n.pausedReason ? h('p', { class: 'reason' }, n.pausedReason) : null,
     h('p', { class: 'mono small', title: n.peerId }, shortId(n.peerId)),
     h(
       'dl',
@@ -75,7 +78,7 @@ function nodeCard(n: NodeAdvertisement): HTMLElement {
       h(
         'dd',
         { class: 'offered' },
-        `${n.offered.cpus} CPUs · ${formatBytes(n.offered.memoryBytes)} · ${n.offered.gpus} GPUs · ${n.offered.executors.join(', ') || '—'}`,
+        `${n.offered.cpus} CPUs · ${formatBytes(n.offered.memoryBytes)} · ${gpuCount(n.offered)} GPUs · ${n.offered.executors.join(', ') || '—'}`,
       ),
       h('dt', null, 'Last seen'),
       h('dd', null, formatTime(n.lastSeen)),

@@ -1,5 +1,5 @@
 /** Status: is this node contributing (and if not, why), its role in the cluster, peers and what it offers. */
-import type { ClusterInfo, NodeStatus } from '../../shared/api.ts';
+import { type ClusterInfo, gpuCount, type NodeStatus } from '../../shared/api.ts';
 import type { AppContext, View } from '../context.ts';
 import { h, replaceChildren } from '../dom.ts';
 import { formatBytes, shortId } from '../format.ts';
@@ -34,7 +34,7 @@ export function statusView(ctx: AppContext): View {
         h(
           'p',
           { id: 'offered-detail' },
-          `${s.offered.gpus} GPUs · ${s.offered.executors.join(', ') || 'no executors'} · up to ${s.offered.maxConcurrent} tasks`,
+          `${gpuCount(s.offered)} GPUs · ${s.offered.executors.join(', ') || 'no executors'} · up to ${s.offered.maxConcurrent} tasks`,
         ),
       ),
       card(

@@ -1,0 +1,5 @@
+/** 16×16 tray icons (generated PNGs, inlined so the tray works without an asset pipeline). */
+export const TRAY_ICON_CONTRIBUTING =
+  'data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAYAAAAf8/9hAAAAZklEQVR4nGNgoDZQOhp3Agn/h2K4GFGaoez/yBhdniTNBA1BF8RnAFZDsDkLl2asenD5C5dmog3AB7AagM9GdHkMA4jwM3qgnsAniR7qeOUpNwCbIkJeIBhI5MjDFJ3Ah/FqJgcAAFwz7PVVaFDIAAAAAElFTkSuQmCC';
+export const TRAY_ICON_PAUSED =
+  'data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAYAAAAf8/9hAAAAZklEQVR4nGNgoDaYsnjHCST8H4rhYkRphrL/I2N0eZI0EzQEXRCfAVgNweYsXJqx6sHlL1yaiTYAH8BqAD4b0eUxDCDCz+iBegKfJHqo45Wn3ABsigh5gWAgkSMPU3QCH8armRwAAOoaNLz0cb7JAAAAAElFTkSuQmCC';
