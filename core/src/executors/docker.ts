@@ -281,7 +281,11 @@ export class DockerExecutor implements Executor {
       CpuShares: policy.cpuShares ?? 2,
       NanoCpus: Math.max(1, Math.round(spec.resources.cpus * 1e9)),
       Tmpfs: {
-        '/tmp': `rw,exec,nosuid,nodev,size=${tmpBytes},mode=1777`,
+        // The engine copies the image's /tmp mode over ours, so for the forced user own it instead; with the
+        // image's user, the image's own /tmp permissions (normally 1777) apply.
+        '/tmp': useImageUser
+          ? `rw,exec,nosuid,nodev,size=${tmpBytes},mode=1777`
+          : `rw,exec,nosuid,nodev,size=${tmpBytes},uid=65534,gid=65534,mode=0700`,
         ...(volumeName
           ? {}
           : {

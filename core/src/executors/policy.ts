@@ -56,9 +56,9 @@ export const SPEC_LIMITS = {
   maxTimeoutMs: 24 * 3600 * 1000,
 };
 
-// Docker reference: [registry[:port]/]path[:tag][@sha256:hex]
+// Docker reference: [registry[:port]/]path[:tag][@sha256:hex]; a registry has a dot or a port, or is localhost.
 const IMAGE_REF =
-  /^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?\/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$/;
+  /^(?:(?:(?:localhost|[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)+)(?::[0-9]+)?|[a-zA-Z0-9-]+:[0-9]+)\/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /** A path relative to the scratch dir that cannot climb out of it. Returns the normalized path or null. */
