@@ -17,7 +17,11 @@ const light = selected.filter((f) => !heavy(f));
 const serial = selected.filter(heavy);
 const tapDir = mkdtempSync(join(tmpdir(), 'meshrun-tests-'));
 
-function run(name: string, files: string[], concurrency: number): { pass: number; fail: number; skip: number; status: number } {
+function run(
+  name: string,
+  files: string[],
+  concurrency: number,
+): { pass: number; fail: number; skip: number; status: number } {
   if (files.length === 0) return { pass: 0, fail: 0, skip: 0, status: 0 };
   const tap = join(tapDir, `${name}.tap`);
   const r = spawnSync(
@@ -38,7 +42,12 @@ function run(name: string, files: string[], concurrency: number): { pass: number
     text = readFileSync(tap, 'utf8');
   } catch {}
   const count = (k: string) => Number(new RegExp(`^# ${k} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
-  return { pass: count('pass'), fail: count('fail') + count('cancelled'), skip: count('skipped'), status: r.status ?? 1 };
+  return {
+    pass: count('pass'),
+    fail: count('fail') + count('cancelled'),
+    skip: count('skipped'),
+    status: r.status ?? 1,
+  };
 }
 
 console.log(`unit: ${light.length} files (2 at a time); integration: ${serial.length} files (1 at a time)`);

@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { bytesSchema } from './codec.ts';
+import { NodeModeSchema } from './job.ts';
 
 /** Bounds so a hostile peer cannot grow our node table's memory. */
 export const ADVERT_LIMITS = {
@@ -67,9 +68,6 @@ export const OfferedSchema = z.object({
   network: z.boolean(),
 });
 export type Offered = z.infer<typeof OfferedSchema>;
-
-export const NodeModeSchema = z.enum(['active', 'paused', 'draining']);
-export type NodeMode = z.infer<typeof NodeModeSchema>;
 
 export const AdvertisementSchema = z.object({
   peerId: z.string().min(1).max(128),

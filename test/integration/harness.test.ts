@@ -115,6 +115,15 @@ describe('runCommand / runCli', () => {
     assert.ok(Date.now() - t0 < 5000);
   });
 
+  it('returns when the command exits even if a background grandchild holds its output open', async () => {
+    const t0 = Date.now();
+    const script = `require("child_process").spawn(process.execPath, ["-e", "setTimeout(() => {}, 3000)"], { stdio: "inherit", detached: true }).unref(); console.log("parent done")`;
+    const r = await runCommand(NODE_BIN, ['-e', script], { timeoutMs: 10_000 });
+    assert.equal(r.code, 0);
+    assert.equal(r.stdout, 'parent done\n');
+    assert.ok(Date.now() - t0 < 2500, `took ${Date.now() - t0} ms`);
+  });
+
   it('caps captured output', async () => {
     const r = await runCommand(NODE_BIN, ['-e', 'process.stdout.write("y".repeat(200000))'], {
       maxOutputBytes: 1000,

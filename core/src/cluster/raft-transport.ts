@@ -102,7 +102,9 @@ export class Libp2pRaftTransport<M extends WireMessage> {
       out.stream?.abort(err as Error);
       out.stream = null;
       out.lp = null;
-      out.retryAt = Date.now() + Math.min(REOPEN_BACKOFF.maxMs, REOPEN_BACKOFF.initialMs * 2 ** Math.min(out.failures, 8));
+      out.retryAt =
+        Date.now() +
+        Math.min(REOPEN_BACKOFF.maxMs, REOPEN_BACKOFF.initialMs * 2 ** Math.min(out.failures, 8));
       this.#log.debug({ peer, err: (err as Error).message }, 'raft stream failed');
     } finally {
       out.sending = false;
@@ -115,7 +117,11 @@ export class Libp2pRaftTransport<M extends WireMessage> {
     try {
       while (!this.#stopped) {
         const msg = await readFrame(lp, this.#schema);
-        if (msg.from !== from) throw new ProtocolError('INVALID', `raft message claims to be from ${msg.from} but came from ${from}`);
+        if (msg.from !== from)
+          throw new ProtocolError(
+            'INVALID',
+            `raft message claims to be from ${msg.from} but came from ${from}`,
+          );
         if (msg.to !== this.#libp2p.peerId.toString()) continue;
         this.#handler?.(msg);
       }

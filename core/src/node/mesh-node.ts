@@ -435,7 +435,7 @@ export class MeshNode extends EventEmitter {
     peer: string,
     method: string,
     params: unknown,
-    opts: { timeoutMs?: number } = {},
+    opts: { timeoutMs?: number; onItem?: (item: unknown) => void } = {},
   ): Promise<unknown> {
     return callControl(this.#libp2p, peer, method, params, opts);
   }

@@ -120,7 +120,7 @@ const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
 /** Streams a task's output to this process's stdout/stderr until the task ends. */
 async function followLogs(client: NodeClient, taskId: string, follow: boolean): Promise<void> {
   await client.call(
-    'logs',
+    'logs.stream',
     { taskId, follow },
     {
       onItem: (item) => {
@@ -196,7 +196,7 @@ export function installJobCommands(program: Command, helpers: CliHelpers): void 
       const spec: Record<string, unknown> = {
         name: o.name ?? (o.wasm ? String(o.wasm).split('/').pop() : image),
         executor: wasm ? 'wasm' : 'docker',
-        ...(wasm ? { wasm: { module: wasm } } : { image }),
+        ...(wasm ? { wasm: { bytes: wasm } } : { image }),
         command,
         env: parseKv(o.env, '--env'),
         resources: {

@@ -1,0 +1,864 @@
+/**
+ * The job layer of a node, around the pure state machine and scheduler:
+ *
+ * - every node: answers job RPCs (submit, list, get, wait, cancel, logs, node modes) — writes go through the
+ *   replicated command log, so any peer accepts them; runs the tasks the log assigns to it through an
+ *   executor, reports start and end (fenced by attempt number), keeps their full output in its log store,
+ *   stops runs the log says are stale or cancelled, and heartbeats to the leader over a connection it dialled.
+ * - the leader: turns heartbeats into liveness (soft state, never logged), re-queues the tasks of nodes silent
+ *   past TTL + grace, and places queued tasks with `schedule()` on live, active nodes.
+ */
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import {
+  type Advertisement,
+  formatJobId,
+  JOB_LIMITS,
+  type JobCommandInput,
+  ProtocolError,
+  RPC_ERRORS,
+  validateJobSpec,
+} from '@meshrun/protocol';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import type { Executor, NodePolicy, TaskResult, TaskSpec } from '../executors/types.ts';
+import { schedule } from '../jobs/scheduler.ts';
+import type { ApplyResult, JobEffect, JobStateMachine, TaskRecord } from '../jobs/state-machine.ts';
+import type { SchedulerNode } from '../jobs/types.ts';
+import type { MeshNode } from '../node/mesh-node.ts';
+import { RpcFailure } from '../node/rpc-registry.ts';
+import type { CommandLog } from './command-log.ts';
+import type { TaskOutputStore } from './task-output.ts';
+
+export interface JobsServiceOptions {
+  node: MeshNode;
+  log: Logger;
+  machine: JobStateMachine;
+  commands: CommandLog;
+  /** Applied-command notifications from the state-machine adapter. */
+  applied: EventEmitter;
+  executors: Partial<Record<'docker' | 'wasm', Executor>>;
+  policy: () => NodePolicy;
+  output: TaskOutputStore;
+  /** Heartbeat period (ms). */
+  heartbeatMs?: number;
+  /** A node silent this long (plus grace) is down and its tasks are re-queued. */
+  nodeTtlMs?: number;
+  nodeGraceMs?: number;
+  /** Scheduling pass period on the leader (ms); a submit also triggers one. */
+  scheduleMs?: number;
+}
+
+export const DEFAULTS = {
+  heartbeatMs: 1000,
+  nodeTtlMs: 10_000,
+  nodeGraceMs: 5_000,
+  scheduleMs: 250,
+} as const;
+/** Assign commands proposed per scheduling pass (the rest waits for the next pass). */
+export const MAX_ASSIGNMENTS_PER_PASS = 512;
+/** Bytes of each output stream kept in the log when a task ends (the rest stays on the node). */
+export const TAIL_BYTES = 64 * 1024;
+/** Abort reasons starting with this hand the task back to the queue instead of dropping the run silently. */
+const REQUEUE_PREFIX = 'requeue: ';
+
+interface LocalRun {
+  taskId: string;
+  attempt: number;
+  abort: AbortController;
+  startedAt: number;
+  jobId: string;
+}
+
+/** Map an executor's result to the state machine's outcome. */
+export function outcomeOf(r: TaskResult): {
+  outcome: 'succeeded' | 'failed' | 'timedOut' | 'error';
+  exitCode: number | null;
+  reason: string | null;
+} {
+  switch (r.outcome) {
+    case 'exited':
+      return r.exitCode === 0
+        ? { outcome: 'succeeded', exitCode: 0, reason: null }
+        : { outcome: 'failed', exitCode: r.exitCode, reason: r.reason || null };
+    case 'timeout':
+      return { outcome: 'timedOut', exitCode: r.exitCode, reason: r.reason || 'timed out' };
+    case 'oom':
+      return { outcome: 'failed', exitCode: r.exitCode ?? 137, reason: r.reason || 'killed: out of memory' };
+    case 'signaled':
+      return {
+        outcome: 'failed',
+        exitCode: r.exitCode,
+        reason: r.reason || `killed by ${r.signal ?? 'a signal'}`,
+      };
+    default: {
+      // meshrun could not run the command at all: docker-run-like codes tell the user why.
+      const notFound = /executable file not found|no such file or directory|not found/i.test(r.reason);
+      const cannot = /permission denied|exec format error/i.test(r.reason);
+      return {
+        outcome: 'error',
+        exitCode: notFound ? 127 : cannot ? 126 : 125,
+        reason: `${r.outcome}: ${r.reason}`,
+      };
+    }
+  }
+}
+
+export class JobsService {
+  readonly #o: JobsServiceOptions;
+  readonly #log: Logger;
+  readonly #running = new Map<string, LocalRun>();
+  /** Leader's soft state: last heartbeat per node. */
+  readonly #lastBeat = new Map<string, number>();
+  #leaderSince = 0;
+  #wasLeader = false;
+  #scheduling = false;
+  #scheduleAgain = false;
+  #timers: NodeJS.Timeout[] = [];
+  #stopped = false;
+  readonly events = new EventEmitter();
+  readonly #unplaced = new Map<string, string>();
+
+  constructor(o: JobsServiceOptions) {
+    this.#o = o;
+    this.#log = o.log;
+    this.events.setMaxListeners(1000);
+  }
+
+  get #self(): string {
+    return this.#o.node.peerId;
+  }
+
+  start(): void {
+    this.#registerRpc();
+    this.#o.applied.on('applied', (cmd: JobCommandInput, result: ApplyResult) =>
+      this.#onApplied(cmd, result),
+    );
+    const hb = this.#o.heartbeatMs ?? DEFAULTS.heartbeatMs;
+    this.#timers.push(setInterval(() => void this.#heartbeat(), hb));
+    this.#timers.push(setInterval(() => void this.#leaderPass(), this.#o.scheduleMs ?? DEFAULTS.scheduleMs));
+    for (const t of this.#timers) t.unref();
+  }
+
+  /** After the log is replayed at start-up: runs this node had before a crash are gone, so report them. */
+  async recoverAfterRestart(): Promise<void> {
+    for (const task of this.#o.machine.tasksOnNode(this.#self)) {
+      if (this.#running.has(task.id)) continue;
+      await this.#report({
+        type: 'taskFinished',
+        taskId: task.id,
+        attempt: task.attempt,
+        outcome: 'error',
+        exitCode: null,
+        reason: 'the node restarted while the task ran',
+        at: Date.now(),
+      }).catch(() => {});
+    }
+  }
+
+  // ---- applying ----------------------------------------------------------------------------------------
+
+  #onApplied(cmd: JobCommandInput, result: ApplyResult): void {
+    if (result.ok) for (const e of result.effects) this.#onEffect(e);
+    if (cmd.type === 'assign' && result.ok && cmd.nodeId === this.#self)
+      this.#startRun(cmd.taskId, cmd.attempt);
+    if (cmd.type === 'submitJob' && this.#o.commands.isLeader()) this.#scheduleSoon();
+    if ('taskId' in cmd || 'jobId' in cmd) this.events.emit('change');
+    else this.events.emit('change');
+  }
+
+  #onEffect(e: JobEffect): void {
+    if (e.type === 'stopTask' && e.nodeId === this.#self) {
+      const run = this.#running.get(e.taskId);
+      if (run && run.attempt === e.attempt) run.abort.abort(new Error('cancelled'));
+    }
+    if (e.type === 'taskRequeued') {
+      // A run of ours for a task that went back to the queue is stale.
+      const run = this.#running.get(e.taskId);
+      const task = this.#o.machine.task(e.taskId);
+      if (run && task && (task.attempt !== run.attempt || task.nodeId !== this.#self))
+        run.abort.abort(new Error('stale attempt'));
+      if (this.#o.commands.isLeader()) this.#scheduleSoon();
+    }
+  }
+
+  // ---- the worker ---------------------------------------------------------------------------------------
+
+  #startRun(taskId: string, attempt: number): void {
+    if (this.#stopped) return;
+    const existing = this.#running.get(taskId);
+    if (existing) {
+      if (existing.attempt >= attempt) return;
+      existing.abort.abort(new Error('superseded by a newer attempt'));
+    }
+    const runSpec = this.#o.machine.taskRunSpec(taskId);
+    if (!runSpec || runSpec.attempt !== attempt) return;
+    const run: LocalRun = {
+      taskId,
+      attempt,
+      abort: new AbortController(),
+      startedAt: Date.now(),
+      jobId: runSpec.jobId,
+    };
+    this.#running.set(taskId, run);
+    void this.#execute(run, runSpec).finally(() => {
+      if (this.#running.get(taskId) === run) this.#running.delete(taskId);
+      this.events.emit('change');
+    });
+  }
+
+  async #execute(run: LocalRun, rs: NonNullable<ReturnType<JobStateMachine['taskRunSpec']>>): Promise<void> {
+    const executor = this.#o.executors[rs.executor];
+    const output = this.#o.output;
+    await output.begin(run.taskId);
+    if (!executor) {
+      await output.end(run.taskId);
+      await this.#report({
+        type: 'taskFinished',
+        taskId: run.taskId,
+        attempt: run.attempt,
+        outcome: 'error',
+        exitCode: 125,
+        reason: `this node has no ${rs.executor} executor`,
+        at: Date.now(),
+      });
+      return;
+    }
+    const spec: TaskSpec = {
+      taskId: run.taskId,
+      jobId: rs.jobId,
+      attempt: run.attempt,
+      executor: rs.executor,
+      image: rs.image,
+      entrypoint: rs.entrypoint,
+      command: rs.command,
+      env: rs.env,
+      workdir: rs.workdir,
+      resources: {
+        cpus: rs.resources.cpus,
+        memoryBytes: rs.resources.memoryBytes,
+        ...(rs.resources.diskBytes ? { diskBytes: rs.resources.diskBytes } : {}),
+        ...(rs.resources.gpus
+          ? {
+              gpus: {
+                count: rs.resources.gpus.count,
+                ...(rs.resources.gpus.vendor ? { vendor: rs.resources.gpus.vendor as 'nvidia' } : {}),
+              },
+            }
+          : {}),
+      },
+      timeoutMs: rs.timeoutMs,
+      network: rs.network,
+      ...(rs.executor === 'wasm' && rs.wasm?.bytes
+        ? { wasm: { module: rs.wasm.bytes }, args: rs.command }
+        : {}),
+    };
+    let started = false;
+    let result: TaskResult;
+    try {
+      result = await executor.run(spec, {
+        policy: this.#o.policy(),
+        signal: run.abort.signal,
+        onEvent: (e) => {
+          if (e.type === 'started' && !started) {
+            started = true;
+            this.events.emit('started-local', {
+              taskId: run.taskId,
+              jobId: run.jobId,
+              state: 'running',
+              startedAt: e.at,
+            });
+            void this.#report({
+              type: 'taskStarted',
+              taskId: run.taskId,
+              attempt: run.attempt,
+              at: e.at,
+            }).catch(() => {});
+          } else if (e.type === 'output') {
+            output.append(run.taskId, e.stream, e.data);
+            this.events.emit('output', run.taskId, e.stream, e.data);
+          } else if (e.type === 'pull') {
+            this.events.emit('pull', run.taskId, e);
+          }
+        },
+      });
+    } catch (err) {
+      result = {
+        outcome: 'error',
+        exitCode: null,
+        reason: (err as Error).message,
+        endedAt: Date.now(),
+        usage: { cpuMs: 0, peakMemoryBytes: 0 },
+      };
+    }
+    await output.end(run.taskId);
+    this.events.emit('output-end', run.taskId);
+    if (result.outcome === 'cancelled') {
+      // Cancelled by the log (job cancel / stale attempt): the state machine already knows; nothing to report.
+      const why = (run.abort.signal.reason as Error | undefined)?.message ?? '';
+      if (why.startsWith(REQUEUE_PREFIX)) {
+        await this.#report({
+          type: 'requeue',
+          taskId: run.taskId,
+          attempt: run.attempt,
+          reason: why.slice(REQUEUE_PREFIX.length),
+          at: Date.now(),
+        }).catch(() => {});
+      }
+      return;
+    }
+    const mapped = outcomeOf(result);
+    const tails = output.tails(run.taskId, TAIL_BYTES);
+    const res = await this.#report({
+      type: 'taskFinished',
+      taskId: run.taskId,
+      attempt: run.attempt,
+      ...mapped,
+      stdoutTail: tails.stdout,
+      stderrTail: tails.stderr,
+      usage: {
+        wallMs: Math.max(0, result.endedAt - (result.startedAt ?? run.startedAt)),
+        cpuMs: result.usage.cpuMs,
+        maxMemoryBytes: result.usage.peakMemoryBytes,
+      },
+      at: result.endedAt,
+    }).catch((err: Error) => {
+      this.#log.warn({ task: run.taskId, err: err.message }, 'could not report task result');
+      return null;
+    });
+    if (res && !res.ok && res.stale)
+      this.#log.info(
+        { task: run.taskId, attempt: run.attempt },
+        'result of a stale attempt rejected by the log',
+      );
+    const job = this.#o.machine.job(run.jobId);
+    this.events.emit('finished', {
+      taskId: run.taskId,
+      jobId: run.jobId,
+      name: job?.name ?? '',
+      submitter: job?.submitter ?? '',
+      image: job?.spec.image ?? job?.spec.executor ?? '',
+      state: mapped.outcome === 'succeeded' ? 'succeeded' : 'failed',
+      exitCode: mapped.exitCode,
+      startedAt: result.startedAt ?? run.startedAt,
+      finishedAt: result.endedAt,
+      cpuMs: result.usage.cpuMs,
+    });
+  }
+
+  /** Proposes a report, retrying with backoff while there is no leader (bounded). */
+  async #report(cmd: JobCommandInput): Promise<ApplyResult> {
+    let delay = 100;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#o.commands.propose(cmd, { timeoutMs: 5000 });
+      } catch (err) {
+        if (attempt >= 20 || this.#stopped) throw err;
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 3000);
+      }
+    }
+  }
+
+  async #heartbeat(): Promise<void> {
+    const leader = this.#o.commands.leaderId();
+    if (!leader || this.#stopped) return;
+    const running = [...this.#running.values()].map((r) => ({ taskId: r.taskId, attempt: r.attempt }));
+    if (leader === this.#self) {
+      this.#beat(this.#self);
+      return;
+    }
+    try {
+      const reply = (await this.#o.node.call(leader, 'work.heartbeat', { running }, { timeoutMs: 3000 })) as {
+        stop: { taskId: string; attempt: number }[];
+      };
+      for (const s of reply?.stop ?? []) {
+        const run = this.#running.get(s.taskId);
+        if (run && run.attempt === s.attempt) run.abort.abort(new Error('stale attempt'));
+      }
+    } catch (err) {
+      this.#log.debug({ err: (err as Error).message }, 'heartbeat to leader failed');
+    }
+  }
+
+  #beat(nodeId: string): void {
+    this.#lastBeat.set(nodeId, Date.now());
+  }
+
+  // ---- the leader --------------------------------------------------------------------------------------
+
+  #scheduleSoon(): void {
+    setImmediate(() => void this.#leaderPass());
+  }
+
+  async #leaderPass(): Promise<void> {
+    const leader = this.#o.commands.isLeader();
+    if (!leader) {
+      this.#wasLeader = false;
+      return;
+    }
+    if (!this.#wasLeader) {
+      // A new leader does not know who is alive: everyone gets a full TTL before being declared down.
+      this.#wasLeader = true;
+      this.#leaderSince = Date.now();
+      this.#lastBeat.clear();
+    }
+    if (this.#scheduling) {
+      this.#scheduleAgain = true;
+      return;
+    }
+    this.#scheduling = true;
+    try {
+      do {
+        this.#scheduleAgain = false;
+        await this.#requeueLostNodes();
+        await this.#placeQueued();
+      } while (this.#scheduleAgain && !this.#stopped);
+    } catch (err) {
+      this.#log.warn({ err: (err as Error).message }, 'scheduling pass failed');
+    } finally {
+      this.#scheduling = false;
+    }
+  }
+
+  #isUp(nodeId: string, now: number): boolean {
+    const ttl = (this.#o.nodeTtlMs ?? DEFAULTS.nodeTtlMs) + (this.#o.nodeGraceMs ?? DEFAULTS.nodeGraceMs);
+    const last = this.#lastBeat.get(nodeId) ?? this.#leaderSince;
+    return now - last <= ttl;
+  }
+
+  async #requeueLostNodes(): Promise<void> {
+    const now = Date.now();
+    const m = this.#o.machine;
+    const lost: TaskRecord[] = [];
+    for (const row of this.#o.node.nodes()) {
+      if (this.#isUp(row.peerId, now)) continue;
+      lost.push(...m.tasksOnNode(row.peerId));
+    }
+    if (lost.length === 0) return;
+    await Promise.all(
+      lost.map((t) =>
+        this.#o.commands
+          .propose({
+            type: 'requeue',
+            taskId: t.id,
+            attempt: t.attempt,
+            reason: `node ${t.nodeId} stopped heartbeating`,
+            at: now,
+          })
+          .catch(() => {}),
+      ),
+    );
+  }
+
+  #schedulerNodes(now: number): SchedulerNode[] {
+    const m = this.#o.machine;
+    return this.#o.node
+      .nodes()
+      .map((row) =>
+        toSchedulerNode(
+          row,
+          this.#isUp(row.peerId, now) && (row.self || this.#lastBeat.has(row.peerId)),
+          m.nodeMode(row.peerId),
+        ),
+      );
+  }
+
+  async #placeQueued(): Promise<void> {
+    const m = this.#o.machine;
+    const tasks = m.queuedTasks();
+    if (tasks.length === 0) return;
+    const now = Date.now();
+    const result = schedule(
+      { now, nodes: this.#schedulerNodes(now), tasks, running: m.runningTasks() },
+      { maxAssignments: MAX_ASSIGNMENTS_PER_PASS },
+    );
+    this.#unplaced.clear();
+    for (const u of result.unplaced.slice(0, 10_000)) this.#unplaced.set(u.taskId, u.reason);
+    if (result.assignments.length === 0) return;
+    const cmds = m.assignCommands(result.assignments, now);
+    await Promise.all(cmds.map((c) => this.#o.commands.propose(c).catch(() => {})));
+    if (result.assignments.length >= MAX_ASSIGNMENTS_PER_PASS) this.#scheduleAgain = true;
+  }
+
+  // ---- RPC ---------------------------------------------------------------------------------------------
+
+  #registerRpc(): void {
+    const rpc = this.#o.node.rpc;
+    const m = this.#o.machine;
+
+    rpc.register('jobs.submit', z.object({ spec: z.unknown() }).strict(), async ({ spec }, ctx) => {
+      let valid: ReturnType<typeof validateJobSpec>;
+      try {
+        valid = validateJobSpec(spec);
+      } catch (err) {
+        throw new RpcFailure(RPC_ERRORS.refused, (err as ProtocolError).message);
+      }
+      const jobId = formatJobId(Date.now(), randomBytes(8));
+      const submitter = ctx.via === 'local' ? `local:${this.#self}` : `peer:${ctx.remotePeer}`;
+      const res = await this.#o.commands.propose(
+        { type: 'submitJob', jobId, spec: valid, submitter, at: Date.now() },
+        { timeoutMs: 15_000 },
+      );
+      if (!res.ok) throw new RpcFailure(RPC_ERRORS.refused, res.error);
+      return { jobId, tasks: m.job(jobId)?.taskCount ?? 0 };
+    });
+
+    rpc.register(
+      'jobs.list',
+      z
+        .object({
+          state: z.enum(['queued', 'running', 'succeeded', 'failed', 'cancelled']).optional(),
+          limit: z.number().int().min(1).max(10_000).default(100),
+        })
+        .strict(),
+      async ({ state, limit }) => {
+        await this.#o.commands.readBarrier().catch(() => {});
+        return m.jobs({ ...(state ? { state } : {}), limit }).map((j) => this.#jobView(j.id, false));
+      },
+    );
+
+    rpc.register('jobs.get', z.object({ jobId: z.string().max(128) }).strict(), async ({ jobId }) => {
+      await this.#o.commands.readBarrier().catch(() => {});
+      const view = this.#jobView(jobId, true);
+      if (!view) throw new RpcFailure(RPC_ERRORS.notFound, `no job ${jobId}`);
+      return view;
+    });
+
+    rpc.register(
+      'jobs.wait',
+      z
+        .object({
+          jobId: z.string().max(128),
+          timeoutMs: z.number().int().min(0).max(60_000).default(30_000),
+        })
+        .strict(),
+      async ({ jobId, timeoutMs }, ctx) => {
+        const terminal = () => {
+          const j = m.job(jobId);
+          return j && ['succeeded', 'failed', 'cancelled'].includes(j.state);
+        };
+        if (!m.job(jobId)) {
+          await this.#o.commands.readBarrier().catch(() => {});
+          if (!m.job(jobId)) throw new RpcFailure(RPC_ERRORS.notFound, `no job ${jobId}`);
+        }
+        if (!terminal()) {
+          await new Promise<void>((resolve) => {
+            const done = () => {
+              if (!terminal()) return;
+              cleanup();
+            };
+            const timer = setTimeout(() => cleanup(), timeoutMs);
+            const cleanup = () => {
+              clearTimeout(timer);
+              this.events.off('change', done);
+              ctx.signal?.removeEventListener('abort', cleanup);
+              resolve();
+            };
+            this.events.on('change', done);
+            ctx.signal?.addEventListener('abort', cleanup);
+          });
+        }
+        return this.#jobView(jobId, true);
+      },
+    );
+
+    rpc.register('jobs.cancel', z.object({ jobId: z.string().max(128) }).strict(), async ({ jobId }, ctx) => {
+      const by = ctx.via === 'local' ? `local:${this.#self}` : `peer:${ctx.remotePeer}`;
+      const res = await this.#o.commands.propose({ type: 'cancelJob', jobId, by, at: Date.now() });
+      if (!res.ok)
+        throw new RpcFailure(res.code === 'NOT_FOUND' ? RPC_ERRORS.notFound : RPC_ERRORS.refused, res.error);
+      return { jobId, state: m.job(jobId)?.state ?? 'cancelled' };
+    });
+
+    rpc.register(
+      'node.setMode',
+      z
+        .object({
+          nodeId: z.string().max(128).optional(),
+          mode: z.enum(['active', 'paused', 'draining']),
+          deadlineMs: z
+            .number()
+            .int()
+            .min(0)
+            .max(7 * 24 * 3600_000)
+            .optional(),
+        })
+        .strict(),
+      async ({ nodeId, mode, deadlineMs }) => {
+        const target = nodeId ?? this.#self;
+        const res = await this.#o.commands.propose({
+          type: 'setNodeMode',
+          nodeId: target,
+          mode,
+          at: Date.now(),
+        });
+        if (!res.ok) throw new RpcFailure(RPC_ERRORS.refused, res.error);
+        if (mode === 'draining' && deadlineMs !== undefined) {
+          if (target === this.#self) this.#drainAfter(deadlineMs);
+          else await this.#o.node.call(target, 'node.drainDeadline', { deadlineMs }).catch(() => {});
+        }
+        return { nodeId: target, mode };
+      },
+    );
+    rpc.register(
+      'node.drainDeadline',
+      z
+        .object({
+          deadlineMs: z
+            .number()
+            .int()
+            .min(0)
+            .max(7 * 24 * 3600_000),
+        })
+        .strict(),
+      ({ deadlineMs }) => {
+        this.#drainAfter(deadlineMs);
+        return { ok: true };
+      },
+    );
+
+    rpc.register(
+      'work.heartbeat',
+      z
+        .object({
+          running: z.array(z.object({ taskId: z.string().max(256), attempt: z.number().int() })).max(10_000),
+        })
+        .strict(),
+      ({ running }, ctx) => {
+        if (!ctx.remotePeer) throw new RpcFailure(RPC_ERRORS.badRequest, 'heartbeats come over libp2p');
+        if (!this.#o.commands.isLeader()) throw new RpcFailure(RPC_ERRORS.unavailable, 'not the leader');
+        this.#beat(ctx.remotePeer);
+        // Fencing: anything the node runs that the log no longer gives it must stop.
+        const stop = running.filter((r) => {
+          const t = m.task(r.taskId);
+          return !t || t.attempt !== r.attempt || t.nodeId !== ctx.remotePeer;
+        });
+        return { stop };
+      },
+    );
+
+    rpc.registerStream(
+      'logs.stream',
+      z.object({ taskId: z.string().max(256), follow: z.boolean().default(false) }).strict(),
+      (p, ctx) => this.#logs(p.taskId, p.follow, ctx.signal),
+    );
+    rpc.registerStream(
+      'logs.local',
+      z.object({ taskId: z.string().max(256), follow: z.boolean().default(false) }).strict(),
+      (p, ctx) => this.#o.output.read(p.taskId, { follow: p.follow, signal: ctx.signal }),
+    );
+  }
+
+  #pendingOnSelf(taskId: string): boolean {
+    const t = this.#o.machine.task(taskId);
+    return !!t && t.nodeId === this.#self && (t.state === 'assigned' || t.state === 'running');
+  }
+
+  #drainAfter(deadlineMs: number): void {
+    const t = setTimeout(() => {
+      if (this.#o.machine.nodeMode(this.#self) !== 'draining') return;
+      this.stopAllRunning('the node was drained past its deadline');
+    }, deadlineMs);
+    t.unref();
+    this.#timers.push(t);
+  }
+
+  async *#logs(taskId: string, follow: boolean, signal?: AbortSignal): AsyncIterable<unknown> {
+    const m = this.#o.machine;
+    let task = m.task(taskId);
+    // A follow may start before the task is assigned: wait (bounded) for a node to take it.
+    for (
+      let i = 0;
+      follow && task && !task.nodeId && task.attempts.length === 0 && i < 600 && !signal?.aborted;
+      i++
+    ) {
+      await new Promise((r) => setTimeout(r, 100));
+      task = m.task(taskId);
+    }
+    if (!task) {
+      await this.#o.commands.readBarrier().catch(() => {});
+      task = m.task(taskId);
+      if (!task) throw new RpcFailure(RPC_ERRORS.notFound, `no task ${taskId}`);
+    }
+    const nodeId = task.nodeId ?? task.attempts.at(-1)?.nodeId ?? null;
+    if (!nodeId) return;
+    if (nodeId === this.#self) {
+      yield* this.#o.output.read(taskId, { follow, signal });
+      return;
+    }
+    // Relay from the node that ran it; fall back to the tails in the log if it is gone.
+    const items: unknown[] = [];
+    let wake: (() => void) | null = null;
+    let done = false;
+    let failure: Error | null = null;
+    void this.#o.node
+      .call(
+        nodeId,
+        'logs.local',
+        { taskId, follow },
+        {
+          timeoutMs: 24 * 3600_000,
+          onItem: (it: unknown) => {
+            items.push(it);
+            wake?.();
+          },
+        },
+      )
+      .catch((err: Error) => {
+        failure = err;
+      })
+      .finally(() => {
+        done = true;
+        wake?.();
+      });
+    for (;;) {
+      while (items.length > 0) yield items.shift();
+      if (done || signal?.aborted) break;
+      await new Promise<void>((r) => {
+        wake = r;
+      });
+      wake = null;
+    }
+    while (items.length > 0) yield items.shift();
+    if (failure) {
+      const t = m.task(taskId);
+      if (t?.stdoutTail) yield { stream: 'stdout', data: t.stdoutTail, seq: 0, fromLog: true };
+      if (t?.stderrTail) yield { stream: 'stderr', data: t.stderrTail, seq: 0, fromLog: true };
+    }
+  }
+
+  #jobView(jobId: string, withTasks: boolean): Record<string, unknown> | null {
+    const m = this.#o.machine;
+    const j = m.job(jobId);
+    if (!j) return null;
+    const base = {
+      jobId: j.id,
+      name: j.name,
+      state: j.state,
+      submitter: j.submitter,
+      executor: j.spec.executor,
+      image: j.spec.image ?? null,
+      createdAt: j.submittedAt,
+      startedAt: j.startedAt,
+      finishedAt: j.finishedAt,
+      cancelledBy: j.cancelledBy,
+      taskCount: j.taskCount,
+      counts: j.counts,
+    };
+    if (!withTasks) return base;
+    const tasks = m
+      .tasksOfJob(jobId)
+      .slice(0, JOB_LIMITS.maxTasksPerJob)
+      .map((t) => {
+        const last = t.attempts.at(-1);
+        return {
+          taskId: t.id,
+          index: t.index,
+          state: t.state,
+          attempt: t.attempt,
+          nodeId: t.nodeId ?? last?.nodeId ?? null,
+          exitCode: last?.exitCode ?? null,
+          outcome: last?.outcome ?? null,
+          reason: last?.reason ?? null,
+          startedAt: last?.startedAt ?? null,
+          endedAt: last?.endedAt ?? null,
+          unplacedReason: t.state === 'queued' ? (this.#unplaced.get(t.id) ?? null) : null,
+          attempts: t.attempts,
+          stdoutTail: t.stdoutTail,
+          stderrTail: t.stderrTail,
+        };
+      });
+    return { ...base, tasks };
+  }
+
+  /** Stops every task running here and hands it back to the queue (the owner wants the machine now). */
+  stopAllRunning(reason: string): number {
+    const n = this.#running.size;
+    for (const run of this.#running.values()) run.abort.abort(new Error(`${REQUEUE_PREFIX}${reason}`));
+    return n;
+  }
+
+  /** Tasks running on this node now, for the dashboard. */
+  localTasks(): {
+    taskId: string;
+    jobId: string;
+    attempt: number;
+    name: string;
+    submitter: string;
+    image: string;
+    startedAt: number;
+  }[] {
+    const m = this.#o.machine;
+    return [...this.#running.values()].map((r) => {
+      const job = m.job(r.jobId);
+      return {
+        taskId: r.taskId,
+        jobId: r.jobId,
+        attempt: r.attempt,
+        name: job?.name ?? '',
+        submitter: job?.submitter ?? '',
+        image: job?.spec.image ?? job?.spec.executor ?? '',
+        startedAt: r.startedAt,
+      };
+    });
+  }
+
+  /** A page of a task's stored output on this node, as text lines for the dashboard. */
+  async outputPage(
+    taskId: string,
+    fromSeq: number,
+  ): Promise<{ lines: { seq: number; stream: string; text: string }[]; ended: boolean }> {
+    const r = await this.#o.output.store.read(taskId, { fromSeq, limit: 1000 });
+    return {
+      lines: r.entries.map((e) => ({
+        seq: e.seq,
+        stream: e.stream,
+        text: Buffer.from(e.data).toString('utf8'),
+      })),
+      ended: r.ended && r.entries.length === 0,
+    };
+  }
+
+  /** Public view of a job (with tasks), as `meshrun status --json` prints it. */
+  jobView(jobId: string): Record<string, unknown> | null {
+    return this.#jobView(jobId, true);
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    for (const t of this.#timers) clearInterval(t);
+    for (const run of this.#running.values()) run.abort.abort(new Error('node stopping'));
+  }
+
+  runningCount(): number {
+    return this.#running.size;
+  }
+}
+
+export function toSchedulerNode(
+  row: Advertisement & { self?: boolean },
+  up: boolean,
+  logMode: 'active' | 'paused' | 'draining',
+): SchedulerNode {
+  const mode = logMode !== 'active' ? logMode : row.mode;
+  return {
+    id: row.peerId,
+    up,
+    mode,
+    capacity: {
+      cpus: row.offered.cpus,
+      memoryBytes: row.offered.memoryBytes,
+      diskBytes: row.offered.diskBytes,
+      gpus: row.offered.gpus,
+    },
+    maxConcurrent: row.offered.maxConcurrent,
+    arch: row.hardware.cpu.arch,
+    os: row.hardware.os.platform,
+    labels: row.labels,
+    docker: row.hardware.docker.available && row.offered.executors.includes('docker'),
+    executors: row.offered.executors,
+  };
+}
+
+export { ProtocolError };

@@ -1,0 +1,76 @@
+/**
+ * Task output on the node that ran the task: the executors' `TaskLogStore` (level, capped per task, followable)
+ * plus what the job layer needs on top: a new attempt replaces the previous one's output, and the last bytes of
+ * each stream are kept in memory so they can travel in the log with the task's result.
+ */
+import type { Level } from 'level';
+import { type LogEntry, TaskLogStore } from '../executors/log-store.ts';
+
+/** Bytes of output kept per task on the node. */
+export const MAX_OUTPUT_BYTES_PER_TASK = 16 * 1024 * 1024;
+/** In-memory tails are kept for at most this many tasks (the rest are in the log already). */
+export const MAX_TAILS = 2000;
+
+export type OutputItem = LogEntry;
+
+export class TaskOutputStore {
+  readonly store: TaskLogStore;
+  readonly #tails = new Map<string, { stdout: Uint8Array[]; stderr: Uint8Array[] }>();
+
+  constructor(db: Level<string, Uint8Array>) {
+    this.store = new TaskLogStore(db, { maxBytesPerTask: MAX_OUTPUT_BYTES_PER_TASK });
+  }
+
+  /** A new attempt starts: its output replaces the previous attempt's. */
+  async begin(taskId: string): Promise<void> {
+    await this.store.delete(taskId);
+    this.#tails.set(taskId, { stdout: [], stderr: [] });
+    while (this.#tails.size > MAX_TAILS) this.#tails.delete(this.#tails.keys().next().value!);
+  }
+
+  append(taskId: string, stream: 'stdout' | 'stderr', data: Uint8Array): void {
+    const tail = this.#tails.get(taskId);
+    if (tail) {
+      tail[stream].push(data);
+      trimTo(tail[stream], 64 * 1024);
+    }
+    this.store.append(taskId, stream, data).catch(() => {});
+  }
+
+  async end(taskId: string): Promise<void> {
+    await this.store.end(taskId);
+  }
+
+  /** Last `maxBytes` of each stream of the current attempt, as text (for the log). */
+  tails(taskId: string, maxBytes: number): { stdout: string; stderr: string } {
+    const t = this.#tails.get(taskId);
+    const text = (chunks: Uint8Array[]) => {
+      const all = Buffer.concat(chunks);
+      return all.subarray(Math.max(0, all.length - maxBytes)).toString('utf8');
+    };
+    return t ? { stdout: text(t.stdout), stderr: text(t.stderr) } : { stdout: '', stderr: '' };
+  }
+
+  /** Stored output; with `follow`, then live output until the task's output ends. */
+  async *read(
+    taskId: string,
+    opts: { follow?: boolean; signal?: AbortSignal } = {},
+  ): AsyncIterable<OutputItem> {
+    if (opts.follow) {
+      yield* this.store.follow(taskId, { signal: opts.signal });
+      return;
+    }
+    let fromSeq = 0;
+    for (let page = 0; page < 100_000; page++) {
+      const r = await this.store.read(taskId, { fromSeq });
+      for (const e of r.entries) yield e;
+      if (r.entries.length === 0) return;
+      fromSeq = r.nextSeq;
+    }
+  }
+}
+
+function trimTo(chunks: Uint8Array[], max: number): void {
+  let total = chunks.reduce((s, c) => s + c.byteLength, 0);
+  while (chunks.length > 1 && total - chunks[0]!.byteLength >= max) total -= chunks.shift()!.byteLength;
+}
