@@ -13,7 +13,7 @@ import { tcp } from '@libp2p/tcp';
 import { lpStream } from '@libp2p/utils';
 import { readClusterKey } from '@meshrun/core/node/cluster-key.ts';
 import { type LoopbackCluster, newLoopbackCluster } from '@meshrun/headless/local-cluster.ts';
-import { AdvertisementSchema, encode, MAX_MESSAGE_BYTES, PROTOCOLS, validate } from '@meshrun/protocol';
+import { AdvertisementSchema, encode, MAX_MESSAGE_BYTES, PROTOCOLS } from '@meshrun/protocol';
 import { multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p } from 'libp2p';
 import { z } from 'zod';

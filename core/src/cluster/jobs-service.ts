@@ -650,11 +650,6 @@ export class JobsService {
     );
   }
 
-  #pendingOnSelf(taskId: string): boolean {
-    const t = this.#o.machine.task(taskId);
-    return !!t && t.nodeId === this.#self && (t.state === 'assigned' || t.state === 'running');
-  }
-
   #drainAfter(deadlineMs: number): void {
     const t = setTimeout(() => {
       if (this.#o.machine.nodeMode(this.#self) !== 'draining') return;
