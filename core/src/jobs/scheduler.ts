@@ -407,7 +407,7 @@ function explain(shape: Shape, active: NodeState[], all: NodeState[]): string {
   if (why !== null) {
     const inactive = all.filter((n) => !(n.node.up && n.node.mode === 'active'));
     if (inactive.length > 0 && staticMismatch(inactive, shape) === null) {
-      return `${why} among active nodes (some matching nodes are down, paused or draining)`;
+      return `${why}; a node that would match is down, paused or draining`;
     }
     return why;
   }
