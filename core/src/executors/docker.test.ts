@@ -97,7 +97,11 @@ describe('DockerExecutor (real engine)', { skip, concurrency: 6 }, () => {
     const r = await executor.run(
       dockerSpec({
         // Holds ~200 MB in a shell variable under a 32 MiB cap.
-        command: ['sh', '-c', 'x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo survived ${#x}'],
+        command: [
+          'sh',
+          '-c',
+          'x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo survived $(echo "$x" | wc -c)',
+        ],
         resources: { cpus: 1, memoryBytes: 32 * 1024 * 1024 },
       }),
       { policy: basePolicy, onEvent: () => {} },

@@ -67,8 +67,8 @@ type Outcome = TaskResult['outcome'];
 function errMessage(e: unknown): string {
   if (e && typeof e === 'object') {
     const o = e as { json?: { message?: string }; message?: string; reason?: string };
-    if (o.json?.message) return o.json.message;
-    if (o.message) return o.message;
+    if (o.json?.message) return o.json.message.trim();
+    if (o.message) return o.message.trim();
   }
   return String(e);
 }

@@ -40,12 +40,13 @@ export class WasmExecutor implements Executor {
     return { ok: true, version: `node ${process.versions.node} wasi preview1` };
   }
 
-  /** Temp dirs are named meshrun-wasm-*; any found here belong to a crashed run. */
+  /** Temp dirs are named meshrun-wasm-<pid>-*; those whose process is gone belong to a crashed run. */
   async cleanupLeftovers(): Promise<number> {
     const root = this.#options.tmpRoot ?? tmpdir();
     let removed = 0;
     for (const name of await readdir(root).catch(() => [] as string[])) {
-      if (!name.startsWith('meshrun-wasm-')) continue;
+      const m = /^meshrun-wasm-(\d+)-/.exec(name);
+      if (!m || processAlive(Number(m[1]))) continue;
       await rm(join(root, name), { recursive: true, force: true });
       removed++;
     }
@@ -80,7 +81,7 @@ export class WasmExecutor implements Executor {
     }
     if (signal?.aborted) return result('cancelled', 'cancelled before start');
 
-    const root = await mkdtemp(join(this.#options.tmpRoot ?? tmpdir(), 'meshrun-wasm-'));
+    const root = await mkdtemp(join(this.#options.tmpRoot ?? tmpdir(), `meshrun-wasm-${process.pid}-`));
     const scratchDir = join(root, 'scratch');
     const fds: number[] = [];
     try {
@@ -232,6 +233,15 @@ export class WasmExecutor implements Executor {
         resolve({ stop: final ? null : stop, message: final, workerError, startedAt, cpuMs, memoryBytes });
       });
     });
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
