@@ -78,7 +78,7 @@ export interface AutopilotInput {
 }
 
 function isHealthy(h: PeerHealth | undefined, maxContactTicks: number): boolean {
-  return h?.alive && h.lastContactTicks <= maxContactTicks;
+  return h?.alive === true && h.lastContactTicks <= maxContactTicks;
 }
 
 /**

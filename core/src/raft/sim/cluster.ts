@@ -36,6 +36,11 @@ export interface SimOptions {
   chaosSteps: number;
   /** Max steps after healing for the cluster to converge (liveness bound). */
   healSteps: number;
+  /**
+   * A deliberately broken environment, to show the checkers catch what they claim to:
+   * sendBeforePersist sends messages before the Ready is persisted, so a crash loses acknowledged state.
+   */
+  sabotage?: 'sendBeforePersist';
 }
 
 export interface SimStats {
@@ -100,6 +105,9 @@ export class Simulation {
   private readonly compactRate: number;
   private readonly maxSizePerMsg: number;
   private readonly maxInflight: number;
+  /** Mostly on (the production setting); sometimes off so that deposed leaders linger (harder for reads). */
+  private readonly checkQuorum: boolean;
+  private readonly preVote: boolean;
 
   // Invariant registries.
   private readonly leaderOfTerm = new Map<number, NodeId>();
@@ -142,6 +150,8 @@ export class Simulation {
     this.compactRate = r.pick([0, 0.02, 0.08]);
     this.maxSizePerMsg = r.pick([64, 256, 4096]);
     this.maxInflight = r.pick([1, 4, 64]);
+    this.checkQuorum = r.chance(0.75);
+    this.preVote = r.chance(0.75);
     const initialVoters = r.pick([1, 3, 3, 5]);
     const total = Math.min(initialVoters + 2, 6);
     this.ids = Array.from({ length: total }, (_, i) => `n${i + 1}`);
@@ -182,8 +192,8 @@ export class Simulation {
       electionTick: ELECTION_TICK,
       heartbeatTick: HEARTBEAT_TICK,
       rand: () => nodeRng.next(),
-      preVote: true,
-      checkQuorum: true,
+      preVote: this.preVote,
+      checkQuorum: this.checkQuorum,
       maxSizePerMsg: this.maxSizePerMsg,
       maxInflight: this.maxInflight,
       applied: snap.index,
@@ -247,13 +257,14 @@ export class Simulation {
     for (let round = 0; round < MAX_READY_ROUNDS && n.raw?.hasReady(); round++) {
       const raw = n.raw;
       const rd = raw.ready();
+      if (this.opts.sabotage === 'sendBeforePersist') for (const m of rd.messages) this.send(m);
       if (allowCrash && this.rng.chance(this.crashRate / 4)) {
         // Crash before the Ready was persisted: its entries/hard state are lost and nothing was sent.
         this.crash(n);
         return;
       }
       this.persist(n, rd);
-      for (const m of rd.messages) this.send(m);
+      if (this.opts.sabotage !== 'sendBeforePersist') for (const m of rd.messages) this.send(m);
       this.apply(n, rd);
       raw.advance(rd);
       this.serveReads(n);
@@ -267,7 +278,9 @@ export class Simulation {
       const log = n.raw!.raft.log;
       for (const e of rd.entries) this.checkLogMatching(e, log.termOrUndefined(e.index - 1));
     }
-    if (rd.hardState) n.disk.setHardState(rd.hardState);
+    if (rd.hardState) {
+      n.disk.setHardState(rd.hardState);
+    }
   }
 
   private checkLogMatching(e: Entry, prevTerm: number | undefined): void {
@@ -603,6 +616,9 @@ export class Simulation {
   }
 }
 
-export function runSeed(seed: number, chaosSteps = 400, healSteps = 500): SimStats {
-  return new Simulation({ seed, chaosSteps, healSteps }).run();
+export const DEFAULT_CHAOS_STEPS = 400;
+export const DEFAULT_HEAL_STEPS = 500;
+
+export function runSeed(seed: number, sabotage?: SimOptions['sabotage']): SimStats {
+  return new Simulation({ seed, chaosSteps: DEFAULT_CHAOS_STEPS, healSteps: DEFAULT_HEAL_STEPS, sabotage }).run();
 }
