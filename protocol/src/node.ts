@@ -82,6 +82,15 @@ export const AdvertisementSchema = z.object({
   pausedReason: z.string().max(512).nullable(),
   version: str,
   startedAt: nonNegInt,
+  /** The node's view of the Raft cluster: lets undecided nodes join an existing cluster instead of forming one. */
+  cluster: z
+    .object({
+      id: z.string().max(64).nullable(),
+      leader: z.string().max(128).nullable(),
+      role: z.enum(['leader', 'follower', 'learner', 'candidate', 'none']),
+      term: nonNegInt,
+    })
+    .optional(),
 });
 export type Advertisement = z.infer<typeof AdvertisementSchema>;
 

@@ -1,0 +1,289 @@
+/**
+ * Consensus for one node: forms or joins the Raft cluster by itself (formation rule in core/src/raft/README.md),
+ * keeps the voter count at its target (autopilot, on the leader), carries Raft over libp2p, and exposes the
+ * replicated job log (`CommandLog`) that the job layer writes through. Only a few nodes vote; every other node is
+ * a learner that receives the whole log, so it knows its own assignments without asking.
+ */
+import { createHash } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { decode, encode, type JobCommandInput, JobCommandSchema, RPC_ERRORS } from '@meshrun/protocol';
+import type { Level } from 'level';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import type { ApplyResult, JobStateMachine } from '../jobs/state-machine.ts';
+import type { MeshNode } from '../node/mesh-node.ts';
+import { RpcFailure } from '../node/rpc-registry.ts';
+import { autopilot, decideFormation } from '../raft/formation.ts';
+import type { ConfChange, ConfState, Entry, Status } from '../raft/types.ts';
+import type { CommandLog } from './command-log.ts';
+
+/** What the cluster service needs from a Raft driver (core/src/raft/driver.ts provides it). */
+export interface ConsensusDriver {
+  /** True once the node has any Raft state (bootstrapped, or joined and received the log). */
+  hasState(): boolean;
+  bootstrap(conf: ConfState): Promise<void>;
+  propose(data: Uint8Array, opts?: { timeoutMs?: number }): Promise<{ index: number; result: unknown }>;
+  proposeConfChange(cc: ConfChange, opts?: { timeoutMs?: number }): Promise<void>;
+  read(opts?: { timeoutMs?: number }): Promise<void>;
+  status(): Status;
+  transferLeadership(to: string): void;
+  stop(): Promise<void>;
+}
+
+export interface ClusterServiceOptions {
+  node: MeshNode;
+  db: Level<string, Uint8Array>;
+  log: Logger;
+  driver: ConsensusDriver;
+  machine: JobStateMachine;
+  targetVoters: number;
+  /** Fired whenever leader, term or role change (the daemon re-advertises). */
+  onChange?: () => void;
+}
+
+/** How often an undecided node re-evaluates formation, and the leader runs autopilot. */
+export const FORMATION_INTERVAL_MS = 500;
+export const AUTOPILOT_INTERVAL_MS = 1000;
+const CLUSTER_ID_KEY = 'cluster/id';
+
+/** Cluster ID: derived from the founding voters, so every founder computes the same one. */
+export function clusterIdOf(voters: string[]): string {
+  return createHash('sha256')
+    .update([...voters].sort().join(','))
+    .digest('hex')
+    .slice(0, 16);
+}
+
+/**
+ * The Raft state machine adapter: log entries carry CBOR-encoded job commands; applying one runs the pure job
+ * state machine and tells listeners what happened.
+ */
+export class JobLogStateMachine {
+  readonly applied = new EventEmitter();
+  readonly machine: JobStateMachine;
+  constructor(machine: JobStateMachine) {
+    this.machine = machine;
+    this.applied.setMaxListeners(100);
+  }
+  apply(entry: Entry | Uint8Array): ApplyResult {
+    const data = entry instanceof Uint8Array ? entry : entry.data;
+    let cmd: JobCommandInput;
+    try {
+      cmd = decode(JobCommandSchema, data) as JobCommandInput;
+    } catch (err) {
+      // Every node rejects the same bad entry the same way: state stays identical everywhere.
+      return { ok: false, code: 'INVALID', error: (err as Error).message, stale: false };
+    }
+    const result = this.machine.apply(cmd);
+    this.applied.emit('applied', cmd, result);
+    return result;
+  }
+  snapshot(): Uint8Array {
+    return this.machine.snapshot();
+  }
+  restore(data: Uint8Array): void {
+    this.machine.restore(data);
+    this.applied.emit('restored');
+  }
+}
+
+export class ClusterService implements CommandLog {
+  readonly #o: ClusterServiceOptions;
+  #clusterId: string | null = null;
+  #timers: NodeJS.Timeout[] = [];
+  #lastView = '';
+  #joining = false;
+  #stopped = false;
+
+  constructor(o: ClusterServiceOptions) {
+    this.#o = o;
+  }
+
+  get clusterId(): string | null {
+    return this.#clusterId;
+  }
+
+  async start(): Promise<void> {
+    const stored = await this.#o.db.get(CLUSTER_ID_KEY);
+    if (stored) this.#clusterId = Buffer.from(stored).toString('utf8');
+    this.#registerRpc();
+    this.#timers.push(setInterval(() => void this.#formationStep(), FORMATION_INTERVAL_MS));
+    this.#timers.push(setInterval(() => void this.#autopilotStep(), AUTOPILOT_INTERVAL_MS));
+    this.#timers.push(setInterval(() => this.#notifyIfChanged(), 200));
+    for (const t of this.#timers) t.unref();
+    void this.#formationStep();
+  }
+
+  /** This node's cluster view for its advertisement. */
+  view(): { id: string | null; leader: string | null; role: 'leader' | 'follower' | 'learner' | 'candidate' | 'none'; term: number } {
+    if (!this.#o.driver.hasState()) return { id: this.#clusterId, leader: null, role: 'none', term: 0 };
+    const s = this.#o.driver.status();
+    const self = this.#o.node.peerId;
+    const role =
+      s.state === 'leader'
+        ? 'leader'
+        : s.state === 'candidate' || s.state === 'preCandidate'
+          ? 'candidate'
+          : s.conf.learners.includes(self)
+            ? 'learner'
+            : s.conf.voters.includes(self)
+              ? 'follower'
+              : 'none';
+    return { id: this.#clusterId, leader: s.lead, role, term: s.term };
+  }
+
+  #notifyIfChanged(): void {
+    const v = JSON.stringify(this.view());
+    if (v !== this.#lastView) {
+      this.#lastView = v;
+      this.#o.onChange?.();
+    }
+  }
+
+  async #setClusterId(id: string): Promise<void> {
+    if (this.#clusterId === id) return;
+    this.#clusterId = id;
+    await this.#o.db.put(CLUSTER_ID_KEY, Buffer.from(id), { sync: true });
+  }
+
+  // ---- formation -----------------------------------------------------------------------------------
+
+  async #formationStep(): Promise<void> {
+    if (this.#stopped || this.#joining) return;
+    const self = this.#o.node.peerId;
+    if (this.#o.driver.hasState()) {
+      const s = this.#o.driver.status();
+      if (s.conf.voters.includes(self) || s.conf.learners.includes(self)) {
+        // Learn the cluster ID from peers if we joined without it.
+        if (!this.#clusterId) {
+          const peer = this.#o.node.nodes().find((n) => n.cluster?.id && !n.self);
+          if (peer?.cluster?.id) await this.#setClusterId(peer.cluster.id);
+        }
+        return;
+      }
+    }
+    const discovered = this.#o.node
+      .nodes()
+      .filter((n) => n.self || n.connected)
+      .map((n) => ({ id: n.peerId, clusterId: n.self ? null : (n.cluster?.id ?? null), leader: n.self ? null : (n.cluster?.leader ?? null) }));
+    const decision = decideFormation({ self, expectVoters: this.#o.targetVoters, discovered });
+    if (decision.action === 'wait') return;
+    if (decision.action === 'bootstrap') {
+      if (this.#o.driver.hasState()) return;
+      this.#o.log.info({ voters: decision.voters }, 'bootstrapping a new cluster');
+      await this.#setClusterId(clusterIdOf(decision.voters));
+      await this.#o.driver.bootstrap({ voters: decision.voters, learners: [] });
+      return;
+    }
+    // Join: ask the cluster (its leader, or any member, which forwards) to add us as a learner.
+    this.#joining = true;
+    try {
+      const reply = (await this.#o.node.call(decision.via, 'cluster.join', { id: self }, { timeoutMs: 5000 })) as { clusterId: string };
+      if (reply?.clusterId) await this.#setClusterId(reply.clusterId);
+      this.#o.log.info({ via: decision.via }, 'joined the cluster as a learner');
+    } catch (err) {
+      this.#o.log.debug({ via: decision.via, err: (err as Error).message }, 'join attempt failed');
+    } finally {
+      this.#joining = false;
+    }
+  }
+
+  // ---- autopilot ---------------------------------------------------------------------------------------
+
+  async #autopilotStep(): Promise<void> {
+    if (this.#stopped || !this.#o.driver.hasState()) return;
+    const s = this.#o.driver.status();
+    if (s.state !== 'leader') return;
+    const connected = new Set(this.#o.node.peers().map((p) => p.peerId));
+    connected.add(s.id);
+    const health = new Map<string, { alive: boolean; lastContactTicks: number; matchIndex: number }>();
+    for (const [id, p] of Object.entries(s.progress)) {
+      health.set(id, { alive: id === s.id || (connected.has(id) && p.recentActive), lastContactTicks: 0, matchIndex: p.match });
+    }
+    const lastIndex = s.progress[s.id]?.match ?? s.commit;
+    const cc = autopilot({ conf: s.conf, targetVoters: this.#o.targetVoters, health, lastIndex });
+    if (!cc) return;
+    if (cc.type === 'removeNode' && cc.node === s.id) return;
+    this.#o.log.info({ change: cc }, 'autopilot membership change');
+    await this.#o.driver.proposeConfChange(cc, { timeoutMs: 5000 }).catch((err: Error) => this.#o.log.warn({ err: err.message }, 'autopilot change failed'));
+  }
+
+  // ---- CommandLog ---------------------------------------------------------------------------------------
+
+  async propose(cmd: JobCommandInput, opts: { timeoutMs?: number } = {}): Promise<ApplyResult> {
+    if (!this.#o.driver.hasState()) throw new RpcFailure(RPC_ERRORS.unavailable, 'this node has not joined a cluster yet');
+    const { result } = await this.#o.driver.propose(encode(cmd), { timeoutMs: opts.timeoutMs ?? 10_000 });
+    return result as ApplyResult;
+  }
+
+  async readBarrier(): Promise<void> {
+    if (!this.#o.driver.hasState()) return;
+    await this.#o.driver.read({ timeoutMs: 5000 });
+  }
+
+  isLeader(): boolean {
+    return this.#o.driver.hasState() && this.#o.driver.status().state === 'leader';
+  }
+
+  leaderId(): string | null {
+    return this.#o.driver.hasState() ? this.#o.driver.status().lead : null;
+  }
+
+  // ---- RPC ---------------------------------------------------------------------------------------------
+
+  status(): Record<string, unknown> {
+    const self = this.#o.node.peerId;
+    if (!this.#o.driver.hasState()) {
+      return { id: self, clusterId: this.#clusterId, leader: null, term: 0, commit: 0, applied: 0, role: 'none', voters: [], learners: [] };
+    }
+    const s = this.#o.driver.status();
+    const connected = new Set(this.#o.node.peers().map((p) => p.peerId));
+    const member = (id: string) => ({
+      id,
+      match: s.progress[id]?.match ?? null,
+      reachable: id === self || connected.has(id),
+    });
+    return {
+      id: self,
+      clusterId: this.#clusterId,
+      leader: s.lead,
+      term: s.term,
+      commit: s.commit,
+      applied: s.applied,
+      role: this.view().role,
+      voters: s.conf.voters.map(member),
+      learners: s.conf.learners.map(member),
+    };
+  }
+
+  #registerRpc(): void {
+    const rpc = this.#o.node.rpc;
+    rpc.register('cluster.status', z.object({}).strict(), () => this.status());
+    rpc.register('cluster', z.object({}).strict(), () => this.status());
+    rpc.register('cluster.join', z.object({ id: z.string().min(1).max(128) }).strict(), async ({ id }, ctx) => {
+      if (!this.#o.driver.hasState()) throw new RpcFailure(RPC_ERRORS.unavailable, 'not a cluster member');
+      const s = this.#o.driver.status();
+      // Only the joining node itself (authenticated by its connection) may ask, or a member forwarding for it.
+      const remote = ctx.remotePeer ?? '';
+      const forwardedByMember = s.conf.voters.includes(remote) || s.conf.learners.includes(remote);
+      if (ctx.via === 'p2p' && remote !== id && !forwardedByMember) throw new RpcFailure(RPC_ERRORS.forbidden, 'a node can only add itself');
+      if (s.conf.voters.includes(id) || s.conf.learners.includes(id)) return { clusterId: this.#clusterId };
+      if (s.state !== 'leader') {
+        if (!s.lead) throw new RpcFailure(RPC_ERRORS.unavailable, 'no leader right now');
+        return this.#o.node.call(s.lead, 'cluster.join', { id }, { timeoutMs: 5000 });
+      }
+      await this.#o.driver.proposeConfChange({ type: 'addLearner', node: id }, { timeoutMs: 5000 });
+      return { clusterId: this.#clusterId };
+    });
+    rpc.register('cluster.transfer', z.object({ to: z.string().min(1).max(128) }).strict(), ({ to }) => {
+      this.#o.driver.transferLeadership(to);
+      return { ok: true };
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    for (const t of this.#timers) clearInterval(t);
+    await this.#o.driver.stop();
+  }
+}
