@@ -558,7 +558,7 @@ describe('snapshot / restore', () => {
     assert.throws(() => sm.restore(encode({ version: 99 })), ProtocolError);
     const good = new JobStateMachine();
     ok(good.apply({ type: 'submitJob', jobId: 'x', spec: spec({ count: 2 }), submitter: 'a', at: 1 }));
-    // Hand-build a snapshot whose task list does not match the job's expansion.
+    // Hand-build a snapshot whose task list is out of order.
     const tampered = {
       version: 1,
       nextSeq: 1,
@@ -573,13 +573,18 @@ describe('snapshot / restore', () => {
           finishedAt: null,
           cancelledAt: null,
           cancelledBy: null,
-          tasks: [good.task('x/0')],
+          tasks: [good.task('x/1'), good.task('x/0')], // out of order
         },
       ],
       finishedOrder: [],
       nodeModes: [],
     };
     assert.throws(() => sm.restore(encode(tampered)), /inconsistent job state snapshot/);
+    const liveWithoutNode = { ...good.task('x/0')!, state: 'running', attempt: 1 };
+    tampered.jobs[0].tasks = [liveWithoutNode as never];
+    assert.throws(() => sm.restore(encode(tampered)), /inconsistent attempt or node/);
+    tampered.jobs[0].tasks = [{ ...good.task('x/0')!, index: 7, id: 'x/7' } as never];
+    assert.throws(() => sm.restore(encode(tampered)), /out of order or out of range/);
     assert.deepEqual(sm.snapshot(), before);
   });
 

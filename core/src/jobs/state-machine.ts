@@ -207,6 +207,27 @@ function emptyCounts(): TaskCounts {
   return { queued: 0, assigned: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 };
 }
 
+function freshTask(jobId: string, index: number, submittedAt: number): TaskRecord {
+  return {
+    id: taskIdOf(jobId, index),
+    jobId,
+    index,
+    state: 'queued',
+    attempt: 0,
+    notBefore: 0,
+    nodeId: null,
+    attempts: [],
+    stdoutTail: '',
+    stderrTail: '',
+    updatedAt: submittedAt,
+  };
+}
+
+/** Untouched since submission: snapshots leave such tasks out (a 10,000-task sweep mostly waits). */
+function isFresh(t: TaskRecord, submittedAt: number): boolean {
+  return t.state === 'queued' && t.attempt === 0 && t.notBefore === 0 && t.updatedAt === submittedAt;
+}
+
 /** Keep the end of an output tail, never splitting a surrogate pair. */
 function cutTail(s: string): string {
   if (s.length <= STATE_LIMITS.storedTailChars) return s;
@@ -276,6 +297,7 @@ const JobSnapshotSchema = z.strictObject({
   finishedAt: NullableTime,
   cancelledAt: NullableTime,
   cancelledBy: z.string().nullable(),
+  /** Only tasks that changed since submission, by ascending index; the rest are rebuilt as fresh. */
   tasks: z.array(TaskRecordSchema).max(JOB_LIMITS.maxTasksPerJob),
 });
 const SnapshotSchema = z.strictObject({
@@ -360,19 +382,7 @@ export class JobStateMachine {
     };
     this.jobsById.set(job.id, job);
     for (let index = 0; index < taskCount; index++) {
-      const task: TaskRecord = {
-        id: taskIdOf(job.id, index),
-        jobId: job.id,
-        index,
-        state: 'queued',
-        attempt: 0,
-        notBefore: 0,
-        nodeId: null,
-        attempts: [],
-        stdoutTail: '',
-        stderrTail: '',
-        updatedAt: cmd.at,
-      };
+      const task = freshTask(job.id, index, cmd.at);
       this.tasksById.set(task.id, task);
       this.queued.add(task.id);
     }
@@ -809,7 +819,7 @@ export class JobStateMachine {
         finishedAt: job.finishedAt,
         cancelledAt: job.cancelledAt,
         cancelledBy: job.cancelledBy,
-        tasks: this.tasksOfJob(job.id) as TaskRecord[],
+        tasks: (this.tasksOfJob(job.id) as TaskRecord[]).filter((t) => !isFresh(t, job.submittedAt)),
       })),
       finishedOrder: [...this.finishedOrder],
       nodeModes: [...this.modes.keys()].sort().map((id) => [id, this.modes.get(id)!] as [string, NodeMode]),
@@ -834,30 +844,38 @@ export class JobStateMachine {
         finishedAt: j.finishedAt,
         cancelledAt: j.cancelledAt,
         cancelledBy: j.cancelledBy,
-        taskCount: j.tasks.length,
+        taskCount: taskCountOf(j.spec),
         counts: emptyCounts(),
       };
       if (next.jobsById.has(j.id)) throw corrupt(`job ${j.id} twice`);
       next.jobsById.set(job.id, job);
-      if (j.tasks.length !== taskCountOf(j.spec)) throw corrupt(`job ${j.id} has ${j.tasks.length} tasks`);
       // Jobs are stored in submission order; `jobs()` and FIFO scheduling rely on it.
       if (j.seq >= snap.nextSeq || j.seq <= lastSeq)
         throw corrupt(`job ${j.id} is out of order (seq ${j.seq})`);
       lastSeq = j.seq;
-      for (const [index, t] of j.tasks.entries()) {
-        if (t.jobId !== j.id || t.index !== index || t.id !== taskIdOf(j.id, index)) {
-          throw corrupt(`task ${t.id} does not belong at ${j.id}/${index}`);
+      let stored = 0;
+      for (let index = 0; index < job.taskCount; index++) {
+        let task: TaskRecord;
+        const t = j.tasks[stored];
+        if (t !== undefined && t.index === index) {
+          stored++;
+          if (t.jobId !== j.id || t.id !== taskIdOf(j.id, index)) {
+            throw corrupt(`task ${t.id} does not belong at ${j.id}/${index}`);
+          }
+          if (isLive(t.state) !== (t.nodeId !== null) || t.attempts.length !== t.attempt) {
+            throw corrupt(`task ${t.id} has inconsistent attempt or node`);
+          }
+          task = { ...t, attempts: t.attempts.map((a) => ({ ...a })) };
+        } else {
+          task = freshTask(j.id, index, j.submittedAt);
         }
-        if (isLive(t.state) !== (t.nodeId !== null) || t.attempts.length !== t.attempt) {
-          throw corrupt(`task ${t.id} has inconsistent attempt or node`);
-        }
-        const task: TaskRecord = { ...t, attempts: t.attempts.map((a) => ({ ...a })) };
         next.tasksById.set(task.id, task);
         job.counts[task.state]++;
         if (task.state === 'queued') next.queued.add(task.id);
         if (isLive(task.state)) next.addLive(task);
         if (!isTerminal(task.state)) next.activeTaskTotal++;
       }
+      if (stored !== j.tasks.length) throw corrupt(`job ${j.id} lists tasks out of order or out of range`);
       if (job.finishedAt !== null) next.finishedTaskTotal += job.taskCount;
     }
     for (const id of snap.finishedOrder) {
