@@ -48,7 +48,9 @@ export const QUIT_TIMEOUT_MS = 15_000;
 export const ERROR_NOTIFICATION_INTERVAL_MS = 60_000;
 
 const here = import.meta.dirname;
-const rendererDir = path.resolve(here, '../dist/renderer');
+/** apps/desktop (or the packaged app root): main runs bundled from out/, or from src/main/ in tests. */
+const appRoot = path.basename(here) === 'out' ? path.resolve(here, '..') : path.resolve(here, '../..');
+const rendererDir = path.join(appRoot, 'dist/renderer');
 const rendererIndex = path.join(rendererDir, 'index.html');
 const rendererUrlPrefix = pathToFileURL(rendererDir).href;
 const userData = app.getPath('userData');
@@ -169,7 +171,7 @@ function showWindow(): void {
     show: false,
     autoHideMenuBar: true,
     webPreferences: {
-      preload: path.join(here, 'preload.cjs'),
+      preload: path.join(appRoot, 'out/preload.cjs'),
       contextIsolation: true,
       nodeIntegration: false,
       sandbox: true,
@@ -327,12 +329,12 @@ async function userResume(): Promise<RpcReply> {
 
 async function pauseNode(mode: 'finish' | 'now', reason: string): Promise<RpcReply> {
   if (!node) return { ok: false, error: { code: 'UNAVAILABLE', message: 'node not running' } };
-  return node.call('node.pause', { mode, reason });
+  return node.pause(mode, reason);
 }
 
 async function resumeNode(): Promise<RpcReply> {
   if (!node) return { ok: false, error: { code: 'UNAVAILABLE', message: 'node not running' } };
-  return node.call('node.resume', {});
+  return node.resume();
 }
 
 async function handleRpc(event: IpcMainInvokeEvent, method: unknown, params: unknown): Promise<RpcReply> {
