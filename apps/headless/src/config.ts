@@ -36,6 +36,14 @@ export const DaemonConfigSchema = z
       .number()
       .int()
       .refine((n) => n === 1 || n === 3 || n === 5, 'voters must be 1, 3 or 5'),
+    /** Failure detection (ms): worker heartbeat period, and how long a silent node stays "up" (TTL + grace). */
+    liveness: z
+      .object({
+        heartbeatMs: z.number().int().min(100).max(60_000),
+        nodeTtlMs: z.number().int().min(500).max(600_000),
+        nodeGraceMs: z.number().int().min(0).max(600_000),
+      })
+      .strict(),
     /** Where the web dashboard's static files are (the desktop renderer build). */
     dashboardDir: z.string().optional(),
   })
@@ -51,6 +59,7 @@ export const DEFAULTS = {
   logLevel: 'info' as const,
   offer: {},
   voters: 3,
+  liveness: { heartbeatMs: 1000, nodeTtlMs: 10_000, nodeGraceMs: 5_000 },
 };
 
 export function defaultDataDir(): string {
@@ -100,6 +109,13 @@ export function configFromEnv(env: NodeJS.ProcessEnv): Partial<DaemonConfig> {
   if (env.MESHRUN_LOG_LEVEL) out.logLevel = env.MESHRUN_LOG_LEVEL as DaemonConfig['logLevel'];
   if (env.MESHRUN_VOTERS) out.voters = Number(env.MESHRUN_VOTERS) as DaemonConfig['voters'];
   if (env.MESHRUN_DASHBOARD_DIR) out.dashboardDir = env.MESHRUN_DASHBOARD_DIR;
+  if (env.MESHRUN_NODE_TTL_MS || env.MESHRUN_NODE_GRACE_MS || env.MESHRUN_HEARTBEAT_MS) {
+    out.liveness = {
+      heartbeatMs: Number(env.MESHRUN_HEARTBEAT_MS ?? DEFAULTS.liveness.heartbeatMs),
+      nodeTtlMs: Number(env.MESHRUN_NODE_TTL_MS ?? DEFAULTS.liveness.nodeTtlMs),
+      nodeGraceMs: Number(env.MESHRUN_NODE_GRACE_MS ?? DEFAULTS.liveness.nodeGraceMs),
+    };
+  }
   return out;
 }
 

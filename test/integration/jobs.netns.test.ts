@@ -1,0 +1,210 @@
+// Jobs end to end on real daemons in network namespaces, with the real Docker engine and the embedded WASM
+// executor: submit anywhere, run elsewhere, read everywhere; placement by resources and labels; node loss
+// with fencing of the stale attempt; leader loss under load; live logs; malformed specs refused.
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { after, before, describe, it } from 'node:test';
+import { type Cluster, type ClusterNode, startCluster } from '../src/cluster.ts';
+import { requireNetns } from '../src/netns.ts';
+import { runCli, waitFor } from '../src/proc.ts';
+import { requireDocker, TEST_IMAGE } from './lib/docker.ts';
+
+const skip = requireNetns() ?? requireDocker();
+const dir = mkdtempSync(`${tmpdir()}/meshrun-jobs-`);
+const keyFile = `${dir}/cluster.key`;
+
+type Json = Record<string, any>;
+
+async function cli(n: ClusterNode, args: string[], timeoutMs = 60_000) {
+  return runCli(['--data-dir', n.host.dataDir, ...args], { ns: n.host, timeoutMs });
+}
+async function cliJson(n: ClusterNode, args: string[]): Promise<Json> {
+  const r = await cli(n, [...args, '--json']);
+  if (r.code !== 0) throw new Error(`meshrun ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
+  return JSON.parse(r.stdout);
+}
+
+describe('jobs end to end', { skip, timeout: 420_000 }, () => {
+  let c: Cluster;
+  let byId: Map<string, ClusterNode>;
+
+  before(async () => {
+    const kg = await runCli(['keygen', keyFile]);
+    assert.equal(kg.code, 0, kg.stderr);
+    c = await startCluster({
+      name: 'jobs',
+      hosts: 3,
+      daemonArgs: (host) => [
+        '--data-dir', host.dataDir,
+        '--cluster-key', keyFile,
+        '--listen', `/ip4/${host.ip}/tcp/4801`,
+        '--label', `host=${host.name}`,
+        '--max-concurrent', '60',
+      ],
+      env: () => ({ MESHRUN_NODE_TTL_MS: '2000', MESHRUN_NODE_GRACE_MS: '1000' }),
+      readyLog: /listening on/,
+    });
+    // Cluster formed: one leader, three voters, seen from every node.
+    const status = await waitFor(
+      async () => {
+        const all = await Promise.all(c.nodes.map((n) => cliJson(n, ['cluster'])));
+        return all.every((s) => s.leader && s.leader === all[0]!.leader && s.voters.length === 3) ? all[0] : null;
+      },
+      { timeoutMs: 30_000, intervalMs: 300, description: 'a 3-voter cluster with one leader' },
+    );
+    byId = new Map();
+    for (const n of c.nodes) byId.set((await cliJson(n, ['cluster'])).id, n);
+    assert.ok(byId.has(status.leader));
+  });
+  after(async () => c?.destroy());
+
+  const leaderNode = async () => byId.get((await cliJson(c.nodes[0]!, ['cluster'])).leader)!;
+  const followers = async () => {
+    const l = await leaderNode();
+    return c.nodes.filter((n) => n !== l);
+  };
+
+  it('a job submitted on a follower runs on another node; status on a third shows the same result', async () => {
+    const [f1, f2] = await followers();
+    const l = await leaderNode();
+    // Pin the task to the leader's host so submitter, runner and reader are three different nodes.
+    const r = await cli(f1!, ['run', '--label-constraint', `host=${l.host.name}`, '--memory', '32M', TEST_IMAGE, '--', 'sh', '-c', 'echo ran on $(hostname); exit 3']);
+    assert.equal(r.code, 3, `exit code follows the task's: ${r.stderr}`);
+    assert.match(r.stdout, /ran on/);
+    const jobs = await cliJson(f2!, ['jobs']);
+    const job = jobs.at(-1);
+    const st = await cliJson(f2!, ['status', job.jobId]);
+    assert.equal(st.state, 'failed');
+    assert.equal(st.tasks[0].exitCode, 3);
+    assert.equal(byId.get(st.tasks[0].nodeId), l, 'ran on the leader’s host as constrained');
+    assert.match(st.tasks[0].stdoutTail, /ran on/);
+  });
+
+  it('a job needing more memory than any node offers stays queued with a reason', async () => {
+    const n = c.nodes[0]!;
+    const r = await cli(n, ['run', '--detach', '--memory', '4096G', TEST_IMAGE, '--', 'true']);
+    assert.equal(r.code, 0, r.stderr);
+    const jobId = r.stdout.trim();
+    const st = await waitFor(async () => {
+      const s = await cliJson(n, ['status', jobId]);
+      return s.tasks[0].unplacedReason ? s : null;
+    }, { timeoutMs: 10_000, description: 'an unplaced reason' });
+    assert.equal(st.state, 'queued');
+    assert.match(st.tasks[0].unplacedReason, /memory/);
+    await cli(n, ['cancel', jobId]);
+  });
+
+  it('a label constraint places every task only on the matching node', async () => {
+    const target = c.nodes[2]!;
+    const r = await cli(c.nodes[0]!, ['run', '--count', '4', '--label-constraint', `host=${target.host.name}`, '--memory', '16M', TEST_IMAGE, '--', 'true']);
+    assert.equal(r.code, 0, r.stderr);
+    const job = (await cliJson(c.nodes[0]!, ['jobs'])).at(-1);
+    const st = await cliJson(c.nodes[1]!, ['status', job.jobId]);
+    assert.equal(st.tasks.length, 4);
+    for (const t of st.tasks) assert.equal(byId.get(t.nodeId), target);
+  });
+
+  it('logs --follow streams live output and returns when the task ends; finished logs are readable from any peer', async () => {
+    const n = c.nodes[1]!;
+    const r = await cli(n, ['run', '--detach', '--label-constraint', `host=${c.nodes[0]!.host.name}`, '--memory', '16M', TEST_IMAGE, '--', 'sh', '-c', 'for i in 1 2 3 4 5; do echo line-$i; sleep 0.4; done']);
+    const jobId = r.stdout.trim();
+    const t0 = Date.now();
+    const f = await cli(c.nodes[2]!, ['logs', '--follow', jobId]);
+    assert.equal(f.code, 0, f.stderr);
+    assert.deepEqual(f.stdout.trim().split('\n'), ['line-1', 'line-2', 'line-3', 'line-4', 'line-5']);
+    assert.ok(Date.now() - t0 < 30_000, 'follow returned when the task ended');
+    for (const reader of c.nodes) {
+      const again = await cli(reader, ['logs', jobId]);
+      assert.match(again.stdout, /line-5/, `readable from ${reader.host.name}`);
+    }
+  });
+
+  it('malformed job specs are refused with a clear error and nothing is committed', async () => {
+    const n = c.nodes[0]!;
+    const before = (await cliJson(n, ['jobs', '--limit', '10000'])).length;
+    const bad: [string, Json, RegExp][] = [
+      ['unknown executor', { name: 'x', executor: 'qemu', image: TEST_IMAGE, resources: { cpus: 1, memoryBytes: 1e6 } }, /executor/],
+      ['negative memory', { name: 'x', executor: 'docker', image: TEST_IMAGE, resources: { cpus: 1, memoryBytes: -5 } }, /memory/i],
+      ['10 MB env', { name: 'x', executor: 'docker', image: TEST_IMAGE, resources: { cpus: 1, memoryBytes: 1e6 }, env: { BIG: 'x'.repeat(10 * 1024 * 1024) } }, /env|exceeds|large|bytes/i],
+      ['1,000,000-task sweep', { name: 'x', executor: 'docker', image: TEST_IMAGE, resources: { cpus: 1, memoryBytes: 1e6 }, params: { i: { from: 1, to: 1_000_000 } } }, /tasks|sweep|limit/i],
+    ];
+    for (const [what, spec, pattern] of bad) {
+      const file = `${dir}/${what.replace(/\W+/g, '-')}.json`;
+      writeFileSync(file, JSON.stringify(spec));
+      const r = await cli(n, ['submit', '-f', file, '--json']);
+      assert.notEqual(r.code, 0, `${what} accepted`);
+      assert.match(r.stdout + r.stderr, pattern, what);
+    }
+    assert.equal((await cliJson(n, ['jobs', '--limit', '10000'])).length, before, 'nothing committed');
+  });
+
+  it('kill -9 of the node running a long task: it re-runs elsewhere and succeeds; the old node does not report the stale attempt', async () => {
+    const submitter = c.nodes[0]!;
+    const victim = c.nodes[2]!;
+    const r = await cli(submitter, ['run', '--detach', '--retries', '2', '--memory', '16M', TEST_IMAGE, '--', 'sh', '-c', 'echo start; sleep 6; echo done']);
+    const jobId = r.stdout.trim();
+    // Wait until it runs, then kill whichever node runs it (not the submitter if we can help it).
+    const running = await waitFor(async () => {
+      const s = await cliJson(submitter, ['status', jobId]);
+      return s.tasks[0].state === 'running' ? s : null;
+    }, { timeoutMs: 20_000, description: 'the task to run' });
+    const runner = byId.get(running.tasks[0].nodeId)!;
+    const reader = c.nodes.find((n) => n !== runner)!;
+    runner.proc.kill('SIGKILL');
+    await runner.proc.exited;
+    const done = await waitFor(async () => {
+      const s = await cliJson(reader, ['status', jobId]);
+      return s.state === 'succeeded' ? s : null;
+    }, { timeoutMs: 60_000, intervalMs: 500, description: 'the task to succeed elsewhere' });
+    const t = done.tasks[0];
+    assert.ok(t.attempt >= 2, 'a second attempt ran');
+    assert.notEqual(byId.get(t.nodeId), runner, 'it ran on another node');
+    assert.equal(t.attempts[0].outcome, 'lost');
+    await runner.restart();
+    await new Promise((res) => setTimeout(res, 4000));
+    const after = await cliJson(reader, ['status', jobId]);
+    assert.equal(after.state, 'succeeded');
+    assert.equal(after.tasks[0].attempt, t.attempt, 'no new attempt');
+    assert.equal(after.tasks[0].attempts[0].outcome, 'lost', 'the stale attempt was not reported as a result');
+    void victim;
+  });
+
+  it('kill -9 of the leader while 200 jobs are queued and running: all 200 finish exactly once', async () => {
+    const l = await leaderNode();
+    const submitter = c.nodes.find((n) => n !== l)!;
+    const specs = Array.from({ length: 200 }, (_, i) => ({
+      name: `bulk-${i}`,
+      executor: 'docker',
+      image: TEST_IMAGE,
+      command: ['sh', '-c', `echo bulk-${i}`],
+      resources: { cpus: 0.1, memoryBytes: 16 * 1024 * 1024 },
+      retry: { maxAttempts: 3, backoffMs: 200 },
+    }));
+    const file = `${dir}/bulk.json`;
+    writeFileSync(file, JSON.stringify(specs));
+    const sub = await cli(submitter, ['submit', '-f', file, '--json'], 120_000);
+    assert.equal(sub.code, 0, sub.stderr);
+    const ids = (JSON.parse(sub.stdout) as { jobId: string }[]).map((x) => x.jobId);
+    assert.equal(ids.length, 200);
+    l.proc.kill('SIGKILL');
+    await l.proc.exited;
+    const survivor = c.nodes.find((n) => n !== l && n.proc.exitInfo === undefined)!;
+    await waitFor(async () => {
+      const s = await cliJson(survivor, ['cluster']);
+      return s.leader && byId.get(s.leader) !== l;
+    }, { timeoutMs: 20_000, description: 'a new leader' });
+    await l.restart();
+    const jobs = await waitFor(async () => {
+      const all = (await cliJson(survivor, ['jobs', '--limit', '10000'])) as Json[];
+      const mine = all.filter((j) => ids.includes(j.jobId));
+      return mine.length === 200 && mine.every((j) => j.state === 'succeeded') ? mine : null;
+    }, { timeoutMs: 240_000, intervalMs: 1000, description: 'all 200 jobs to succeed' });
+    assert.equal(jobs.length, 200);
+    for (const id of ids.slice(0, 200)) {
+      const s = await cliJson(survivor, ['status', id]);
+      const successes = s.tasks[0].attempts.filter((a: Json) => a.outcome === 'succeeded').length;
+      assert.equal(successes, 1, `${id} succeeded exactly once`);
+    }
+  });
+});
