@@ -32,11 +32,16 @@ class Net {
 
   constructor(ids: NodeId[], opts: { bootstrap?: boolean; preVote?: boolean; checkQuorum?: boolean } = {}) {
     for (const id of ids) this.add(id, opts);
-    if (opts.bootstrap !== false) for (const id of ids) this.nodes.get(id)!.raw.bootstrap({ voters: ids, learners: [] });
+    if (opts.bootstrap !== false)
+      for (const id of ids) this.nodes.get(id)!.raw.bootstrap({ voters: ids, learners: [] });
     this.settle();
   }
 
-  add(id: NodeId, opts: { preVote?: boolean; checkQuorum?: boolean } = {}, disk = new MemoryStorage()): TNode {
+  add(
+    id: NodeId,
+    opts: { preVote?: boolean; checkQuorum?: boolean } = {},
+    disk = new MemoryStorage(),
+  ): TNode {
     const r = this.rng.fork();
     const raw = new RawNode({
       id,
@@ -120,7 +125,9 @@ function elect(net: Net, id: NodeId): void {
 }
 
 function payloads(n: TNode): string[] {
-  return n.applied.filter((e) => e.type === 'normal' && e.data.byteLength > 0).map((e) => new TextDecoder().decode(e.data));
+  return n.applied
+    .filter((e) => e.type === 'normal' && e.data.byteLength > 0)
+    .map((e) => new TextDecoder().decode(e.data));
 }
 
 describe('§5.2 leader election', () => {
@@ -201,7 +208,8 @@ describe('§5.3 log replication', () => {
     const la = a.disk.lastIndex();
     const lb = net.nodes.get(nl)!.disk.lastIndex();
     assert.equal(la, lb);
-    for (let i = 1; i <= la; i++) assert.equal(a.disk.term(i), net.nodes.get(nl)!.disk.term(i), `term at ${i}`);
+    for (let i = 1; i <= la; i++)
+      assert.equal(a.disk.term(i), net.nodes.get(nl)!.disk.term(i), `term at ${i}`);
   });
 
   it('a follower far behind is caught up with fast backtracking and batched appends', () => {
@@ -244,7 +252,14 @@ describe('§5.4 safety', () => {
     disk.applySnapshot({ index: 1, term: 1, conf: { voters: ids, learners: [] }, data: new Uint8Array(0) });
     disk.append([{ index: 2, term: 2, type: 'normal', data: enc.encode('old') }]);
     disk.setHardState({ term: 3, vote: null, commit: 1 });
-    const raw = new RawNode({ id: 's1', storage: disk, electionTick: 10, heartbeatTick: 1, rand: () => 0, preVote: false });
+    const raw = new RawNode({
+      id: 's1',
+      storage: disk,
+      electionTick: 10,
+      heartbeatTick: 1,
+      rand: () => 0,
+      preVote: false,
+    });
     raw.campaign();
     for (const v of ['s2', 's3']) raw.step({ type: 'voteResp', from: v, to: 's1', term: 4, reject: false });
     assert.equal(raw.status().state, 'leader');
@@ -253,7 +268,11 @@ describe('§5.4 safety', () => {
       raw.step({ type: 'appResp', from, to: 's1', term: 4, index, reject: false, rejectHint: 0, logTerm: 0 });
     ack('s2', 2);
     ack('s3', 2);
-    assert.equal(raw.status().commit, 1, 'index 2 (term 2) is on a majority but must not be committed by counting');
+    assert.equal(
+      raw.status().commit,
+      1,
+      'index 2 (term 2) is on a majority but must not be committed by counting',
+    );
     ack('s2', 3);
     assert.equal(raw.status().commit, 1, 'index 3 is on 2 of 5 only');
     ack('s3', 3);
@@ -348,16 +367,37 @@ describe('§6.4 ReadIndex (linearizable reads)', () => {
 
   it('a new leader defers reads until it has committed an entry of its term', () => {
     const disk = new MemoryStorage();
-    disk.applySnapshot({ index: 1, term: 1, conf: { voters: ['a', 'b', 'c'], learners: [] }, data: new Uint8Array(0) });
+    disk.applySnapshot({
+      index: 1,
+      term: 1,
+      conf: { voters: ['a', 'b', 'c'], learners: [] },
+      data: new Uint8Array(0),
+    });
     disk.setHardState({ term: 1, vote: null, commit: 1 });
-    const raw = new RawNode({ id: 'a', storage: disk, electionTick: 10, heartbeatTick: 1, rand: () => 0, preVote: false });
+    const raw = new RawNode({
+      id: 'a',
+      storage: disk,
+      electionTick: 10,
+      heartbeatTick: 1,
+      rand: () => 0,
+      preVote: false,
+    });
     raw.campaign();
     raw.step({ type: 'voteResp', from: 'b', to: 'a', term: 2, reject: false });
     raw.readIndex(enc.encode('early'));
     raw.step({ type: 'heartbeatResp', from: 'b', to: 'a', term: 2, ctx: enc.encode('early') });
     assert.equal(raw.ready().readStates.length, 0);
     raw.advance({ entries: [], committedEntries: [], messages: [], readStates: [] });
-    raw.step({ type: 'appResp', from: 'b', to: 'a', term: 2, index: 2, reject: false, rejectHint: 0, logTerm: 0 });
+    raw.step({
+      type: 'appResp',
+      from: 'b',
+      to: 'a',
+      term: 2,
+      index: 2,
+      reject: false,
+      rejectHint: 0,
+      logTerm: 0,
+    });
     raw.step({ type: 'heartbeatResp', from: 'b', to: 'a', term: 2, ctx: enc.encode('early') });
     const rd = raw.ready();
     assert.equal(rd.readStates.length, 1);
@@ -366,7 +406,10 @@ describe('§6.4 ReadIndex (linearizable reads)', () => {
 
   it('reads with no leader known are rejected with an error', () => {
     const net = new Net(['a', 'b', 'c']);
-    assert.throws(() => net.get('a').readIndex(enc.encode('x')), (e: unknown) => e instanceof RaftError && e.code === 'READ_DROPPED');
+    assert.throws(
+      () => net.get('a').readIndex(enc.encode('x')),
+      (e: unknown) => e instanceof RaftError && e.code === 'READ_DROPPED',
+    );
   });
 });
 
@@ -381,7 +424,10 @@ describe('proposals on followers', () => {
 
   it('with no leader known a proposal is dropped with an error', () => {
     const net = new Net(['a', 'b', 'c']);
-    assert.throws(() => net.get('b').propose(enc.encode('x')), (e: unknown) => e instanceof RaftError && e.code === 'PROPOSAL_DROPPED');
+    assert.throws(
+      () => net.get('b').propose(enc.encode('x')),
+      (e: unknown) => e instanceof RaftError && e.code === 'PROPOSAL_DROPPED',
+    );
   });
 });
 
@@ -507,7 +553,13 @@ describe('restart', () => {
     net.settle();
     const b = net.nodes.get('b')!;
     const st = b.raw.status();
-    const again = new RawNode({ id: 'b', storage: b.disk, electionTick: 10, heartbeatTick: 1, rand: () => 0 });
+    const again = new RawNode({
+      id: 'b',
+      storage: b.disk,
+      electionTick: 10,
+      heartbeatTick: 1,
+      rand: () => 0,
+    });
     const st2 = again.status();
     assert.equal(st2.term, st.term);
     assert.equal(st2.commit, st.commit);

@@ -111,6 +111,19 @@ export class MemoryStorage implements RaftStorage {
     return this.snap;
   }
 
+  /**
+   * Loads persisted state wholesale (used when opening durable storage): the log starts after
+   * (compactIndex, compactTerm), which may be before the snapshot index (a local snapshot keeps some
+   * entries for slow followers).
+   */
+  load(snap: Snapshot, compactIndex: number, compactTerm: number, ents: Entry[]): void {
+    this.snap = snap;
+    this.ents = [
+      { term: compactTerm, index: compactIndex, type: 'normal', data: new Uint8Array(0) },
+      ...ents,
+    ];
+  }
+
   /** Replaces the whole log with a snapshot received from the leader. Older snapshots are ignored. */
   applySnapshot(snap: Snapshot): void {
     if (snap.index <= this.snap.index) return;

@@ -80,7 +80,7 @@ const HEARTBEAT_TICK = 2;
 const MAX_READY_ROUNDS = 4;
 /** Bound on messages in flight (beyond it new messages are dropped, like a full socket buffer). */
 const MAX_IN_FLIGHT = 5000;
-const KEYS = ['a', 'b', 'c'];
+const KEYS = ['a', 'b', 'c', 'd', 'e'];
 
 function bytesKey(d: Uint8Array): string {
   return Buffer.from(d.buffer, d.byteOffset, d.byteLength).toString('latin1');
@@ -620,5 +620,10 @@ export const DEFAULT_CHAOS_STEPS = 400;
 export const DEFAULT_HEAL_STEPS = 500;
 
 export function runSeed(seed: number, sabotage?: SimOptions['sabotage']): SimStats {
-  return new Simulation({ seed, chaosSteps: DEFAULT_CHAOS_STEPS, healSteps: DEFAULT_HEAL_STEPS, sabotage }).run();
+  return new Simulation({
+    seed,
+    chaosSteps: DEFAULT_CHAOS_STEPS,
+    healSteps: DEFAULT_HEAL_STEPS,
+    sabotage,
+  }).run();
 }
