@@ -292,21 +292,9 @@ async function updatePreferences(patch: Partial<Preferences>): Promise<void> {
   prefs = mergePreferences(prefs, patch);
   await savePreferences(userData, prefs);
   applyLoginItem();
-  await forwardPreferences();
+  // Not forwarded to the node's own `preferences.set`: a headless node applies only the idle caps, while here
+  // the rules decide the offer and pauses; two writers of the same limits would fight.
   await evaluateRules();
-}
-
-/** Also tell the node (when it has the method) so CLI users of the same node see the volunteer's policy. */
-async function forwardPreferences(): Promise<void> {
-  const reply = await node?.call('preferences.set', { prefs });
-  if (
-    reply &&
-    !reply.ok &&
-    reply.error?.code !== 'UNKNOWN_METHOD' &&
-    reply.error?.code !== 'unknown_method'
-  ) {
-    notifyError(`The node refused the settings: ${reply.error?.message}`);
-  }
 }
 
 async function userPause(mode: 'finish' | 'now', snoozeMs: number | null): Promise<RpcReply> {

@@ -9,6 +9,7 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { DEFAULT_PREFERENCES } from '../shared/constants.ts';
 
 /** Name of the preferences file inside the app-data directory. */
 export const PREFERENCES_FILE = 'preferences.json';
@@ -82,29 +83,7 @@ export const preferencesSchema = z.object({
 export type Preferences = z.infer<typeof preferencesSchema>;
 export type ScheduleWindow = z.infer<typeof scheduleWindowSchema>;
 
-/** Defaults are deliberately modest: a new volunteer should never notice meshrun while working. */
-export const DEFAULT_PREFERENCES: Readonly<Preferences> = Object.freeze({
-  version: 1,
-  contribute: true,
-  cpu: { inUsePercent: 25, idlePercent: 75 },
-  memory: { inUsePercent: 20, idlePercent: 50 },
-  gpu: { enabled: false, onlyWhenIdle: true },
-  idle: { onlyWhenIdle: false, idleMinutes: 5 },
-  resumeGraceSeconds: 60,
-  power: { requireAC: true, minBatteryPercent: 50 },
-  temperature: { maxCpuC: 85, maxGpuC: 80 },
-  pauseWhilePrograms: [],
-  schedule: { enabled: false, windows: [] },
-  executors: { docker: true, wasm: true },
-  taskNetworkAccess: false,
-  snoozeUntil: null,
-  startAtLogin: false,
-  keepRunningOnClose: true,
-  askOnClose: true,
-  theme: 'system',
-} satisfies Preferences);
-
-export { DEFAULT_SNOOZE_MS } from '../shared/constants.ts';
+export { DEFAULT_PREFERENCES, DEFAULT_SNOOZE_MS } from '../shared/constants.ts';
 
 export function defaultPreferences(): Preferences {
   return structuredClone(DEFAULT_PREFERENCES) as Preferences;

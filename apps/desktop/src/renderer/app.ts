@@ -94,9 +94,15 @@ function main(): void {
     { id: 'connection', class: 'connection', title: 'live connection to the node' },
     'connecting',
   );
+  let wasConnected = false;
+  let everConnected = false;
   ctx.on('connection', ({ connected }) => {
     connection.className = `connection ${connected ? 'ok' : 'bad'}`;
     replaceChildren(connection, connected ? 'live' : 'reconnecting…');
+    // Events sent while we were away are lost: reload the visible view once the stream is back.
+    if (connected && !wasConnected && everConnected) showFromHash();
+    wasConnected = connected;
+    everConnected ||= connected;
   });
   ctx.on('event', (e) => {
     if (e.level === 'error') toast(e.msg, 'error');

@@ -17,6 +17,18 @@ import {
 export const TOKEN_STORAGE_KEY = 'meshrun.token';
 /** An RPC that takes longer than this is reported as failed instead of leaving the UI hanging. */
 export const RPC_TIMEOUT_MS = 15_000;
+/**
+ * EventSource retries by itself after a dropped connection, but gives up for good after an error response
+ * (e.g. the node restarted on another port, or a proxy answered 502). Then we reopen it ourselves, with
+ * exponential backoff up to RECONNECT_MAX_DELAY_MS, at most RECONNECT_MAX_ATTEMPTS times in a row.
+ */
+export const RECONNECT_BASE_DELAY_MS = 1_000;
+export const RECONNECT_MAX_DELAY_MS = 30_000;
+export const RECONNECT_MAX_ATTEMPTS = 40;
+
+export function reconnectDelay(attempt: number): number {
+  return Math.min(RECONNECT_MAX_DELAY_MS, RECONNECT_BASE_DELAY_MS * 2 ** attempt);
+}
 
 /** Take the token from the URL (then remove it from the address bar) or from this tab's session storage. */
 export function takeToken(win: Window = window): string | null {
@@ -36,6 +48,8 @@ export class WebBridge implements Bridge {
   readonly #token: string;
   readonly #base: string;
   #source: EventSource | null = null;
+  #reconnectAttempts = 0;
+  #reconnectTimer: ReturnType<typeof setTimeout> | null = null;
   readonly #handlers = new Set<(event: LiveEvent) => void>();
 
   constructor(token: string, base = '') {
@@ -78,6 +92,8 @@ export class WebBridge implements Bridge {
       if (this.#handlers.size === 0) {
         this.#source?.close();
         this.#source = null;
+        if (this.#reconnectTimer) clearTimeout(this.#reconnectTimer);
+        this.#reconnectTimer = null;
       }
     };
   }
@@ -91,8 +107,21 @@ export class WebBridge implements Bridge {
     // EventSource reconnects by itself (browser backoff, server `retry:`); we only surface the state.
     const source = new EventSource(`${this.#base}/api/events?token=${encodeURIComponent(this.#token)}`);
     this.#source = source;
-    source.onopen = () => this.#emit({ type: 'connection', data: { connected: true } });
-    source.onerror = () => this.#emit({ type: 'connection', data: { connected: false } });
+    source.onopen = () => {
+      this.#reconnectAttempts = 0;
+      this.#emit({ type: 'connection', data: { connected: true } });
+    };
+    source.onerror = () => {
+      this.#emit({ type: 'connection', data: { connected: false } });
+      if (source.readyState !== EventSource.CLOSED || this.#source !== source) return;
+      this.#source = null;
+      if (this.#reconnectAttempts >= RECONNECT_MAX_ATTEMPTS || this.#handlers.size === 0) return;
+      const delay = reconnectDelay(this.#reconnectAttempts++);
+      this.#reconnectTimer = setTimeout(() => {
+        this.#reconnectTimer = null;
+        if (this.#handlers.size > 0) this.#open();
+      }, delay);
+    };
     for (const type of LIVE_EVENT_TYPES) {
       source.addEventListener(type, (message) => {
         let data: unknown;

@@ -1,5 +1,6 @@
 /** The preferences form: everything the volunteer can decide about their machine, saved to the node. */
 import type { Preferences } from '../../shared/api.ts';
+import { withPreferenceDefaults } from '../../shared/constants.ts';
 import type { AppContext, View } from '../context.ts';
 import { h, replaceChildren } from '../dom.ts';
 import { formatTime } from '../format.ts';
@@ -270,7 +271,7 @@ export function preferencesView(ctx: AppContext): View {
     element,
     show: async () => {
       const prefs = await ctx.attempt('Loading preferences', () => ctx.bridge.call('preferences.get'));
-      if (prefs) fill(prefs);
+      if (prefs) fill(withPreferenceDefaults(prefs));
     },
   };
 }
