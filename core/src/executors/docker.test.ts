@@ -93,6 +93,20 @@ describe('DockerExecutor (real engine)', { skip, concurrency: 6 }, () => {
     assert.ok(r.endedAt - r.startedAt! < 8000);
   });
 
+  it("lets the image's own user stand when the operator allows it", async () => {
+    const rec = recorder();
+    const imageUser = new DockerExecutor({ nodeId, useImageUser: true });
+    const r = await imageUser.run(
+      dockerSpec({ command: ['sh', '-c', 'id -u; echo x > /tmp/t && echo tmp-ok'] }),
+      {
+        policy: basePolicy,
+        onEvent: rec.onEvent,
+      },
+    );
+    assert.equal(r.outcome, 'exited', r.reason);
+    assert.equal(rec.text('stdout'), '0\ntmp-ok\n'); // the test image has no USER: root, still without capabilities
+  });
+
   it('reports an OOM kill when the task allocates past its memory cap', async () => {
     const r = await executor.run(
       dockerSpec({

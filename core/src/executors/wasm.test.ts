@@ -113,6 +113,29 @@ describe('WasmExecutor', { concurrency: 4 }, () => {
     assert.equal(r.usage.peakMemoryBytes, 8 * 1024 * 1024);
   });
 
+  it('stops a module that writes past the output cap', async () => {
+    const capped = new WasmExecutor({ maxOutputBytes: 256 * 1024 });
+    let bytes = 0;
+    const r = await capped.run(wasmSpec('flood', { timeoutMs: 10_000 }), {
+      policy: basePolicy,
+      onEvent: (e) => {
+        if (e.type === 'output') bytes += e.data.byteLength;
+      },
+    });
+    assert.equal(r.outcome, 'error', r.reason);
+    assert.match(r.reason, /output limit/);
+    assert.ok(bytes <= 256 * 1024, `${bytes} bytes streamed`);
+  });
+
+  it('stops a module that fills its scratch dir past the quota', async () => {
+    const r = await executor.run(wasmSpec('flood', { args: ['to-file'], timeoutMs: 10_000 }), {
+      policy: { ...basePolicy, scratchBytes: 2 * 1024 * 1024 },
+      onEvent: () => {},
+    });
+    assert.equal(r.outcome, 'error', r.reason);
+    assert.match(r.reason, /scratch quota/);
+  });
+
   it('refuses invalid modules, network, GPUs and executors the policy forbids', async () => {
     const garbage = { ...wasmSpec('hello'), wasm: { module: new Uint8Array([1, 2, 3]) } };
     const cases: [TaskSpec, RegExp, typeof basePolicy][] = [
