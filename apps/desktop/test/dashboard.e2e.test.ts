@@ -156,14 +156,13 @@ interface NodeAd {
   offered: Offered;
 }
 
-/** This node's advertisement as `meshrun nodes --json` reports it (the CLI talks to the daemon's API). */
+/** This node's advertisement as `meshrun nodes --json` reports it (the CLI finds the API via the data dir). */
 async function ownNodeViaCli(peerId: string): Promise<NodeAd | undefined> {
   const { stdout } = await execFileAsync(
     nodeBin,
     [meshrunBin, 'nodes', '--json', '--data-dir', daemon.dataDir],
     {
       timeout: 20_000,
-      env: { ...process.env, MESHRUN_API: daemon.origin, MESHRUN_TOKEN: daemon.token },
     },
   );
   const nodes = JSON.parse(stdout) as NodeAd[];
@@ -309,6 +308,45 @@ describe('desktop dashboard against a real daemon', { skip, timeout: 120_000 }, 
       (s) => s.mode === 'active',
     );
     await page.waitForSelector('#contribute-switch[data-state="on"]');
+  });
+
+  it('a running task shows up with live logs, then in the history', async () => {
+    const marker = `e2e-${Date.now()}`;
+    const { stdout } = await execFileAsync(
+      nodeBin,
+      [
+        meshrunBin,
+        'run',
+        '--data-dir',
+        daemon.dataDir,
+        '--detach',
+        '--name',
+        marker,
+        '--cpus',
+        '0.5',
+        '--memory',
+        '64M',
+        'meshrun-test/busybox:1',
+        '--',
+        'sh',
+        '-c',
+        `for i in 1 2 3 4 5 6; do echo ${marker}-line-$i; sleep 1; done`,
+      ],
+      { timeout: 30_000 },
+    );
+    assert.ok(stdout.trim().length > 0, 'run --detach prints the job id');
+    await openView('tasks');
+    await page.locator('#tasks-table tr[data-task]', { hasText: marker }).waitFor({ timeout: 30_000 });
+    await page.locator('#log-output', { hasText: `${marker}-line-` }).waitFor({ timeout: 20_000 });
+    await shot('tasks-running');
+    await openView('history');
+    await eventually(
+      'finished task in the history view',
+      async () => ((await page.locator('#history-table tbody').textContent()) ?? '').includes(marker),
+      (seen) => seen,
+      30_000,
+    );
+    await shot('history');
   });
 
   it('saving preferences changes the capacity the node advertises', async () => {

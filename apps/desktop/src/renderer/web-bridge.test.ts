@@ -69,14 +69,12 @@ describe('WebBridge.call over real HTTP', () => {
       const { method } = JSON.parse(body);
       if (method === 'status') res.end(JSON.stringify({ ok: true, result: { peerId: 'p1' } }));
       else
-        res
-          .writeHead(404)
-          .end(
-            JSON.stringify({
-              ok: false,
-              error: { code: 'UNKNOWN_METHOD', message: `unknown method "${method}"` },
-            }),
-          );
+        res.writeHead(404).end(
+          JSON.stringify({
+            ok: false,
+            error: { code: 'UNKNOWN_METHOD', message: `unknown method "${method}"` },
+          }),
+        );
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
