@@ -1,0 +1,207 @@
+/**
+ * Three RaftDrivers in one process: real timers, real level databases in temp dirs, an in-memory
+ * transport (asynchronous delivery, can cut a node off).
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { Level } from 'level';
+import type { RaftTransport, StateMachine } from './driver.ts';
+import { RaftDriver, RaftDriverError } from './driver.ts';
+import type { Entry, Message, NodeId } from './types.ts';
+
+const dirs: string[] = [];
+after(async () => {
+  for (const d of dirs) await rm(d, { recursive: true, force: true });
+});
+
+/** Delivers messages on the next macrotask; `down` nodes neither send nor receive. */
+class MemoryHub {
+  handlers = new Map<NodeId, (from: NodeId, msg: Message) => void>();
+  down = new Set<NodeId>();
+  transport(id: NodeId): RaftTransport {
+    return {
+      send: (to, msg) => {
+        if (this.down.has(id) || this.down.has(to)) return;
+        setImmediate(() => {
+          if (this.down.has(id) || this.down.has(to)) return;
+          this.handlers.get(to)?.(id, msg);
+        });
+      },
+      onMessage: (h) => {
+        this.handlers.set(id, h);
+      },
+    };
+  }
+}
+
+/** A tiny KV: payload "key=value"; apply returns the previous value. */
+class Kv implements StateMachine {
+  map = new Map<string, string>();
+  apply(e: Entry): unknown {
+    const [k, v] = new TextDecoder().decode(e.data).split('=');
+    const prev = this.map.get(k) ?? null;
+    this.map.set(k, v);
+    return prev;
+  }
+  snapshot(): Uint8Array {
+    return new TextEncoder().encode(JSON.stringify([...this.map]));
+  }
+  restore(data: Uint8Array): void {
+    this.map = new Map(JSON.parse(new TextDecoder().decode(data)));
+  }
+}
+
+const ids = ['p1', 'p2', 'p3'];
+const enc = (s: string) => new TextEncoder().encode(s);
+
+async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+interface Member {
+  id: NodeId;
+  dir: string;
+  db: Level<string, Uint8Array>;
+  kv: Kv;
+  driver: RaftDriver;
+}
+
+async function start(hub: MemoryHub, id: NodeId, dir: string, bootstrap: boolean): Promise<Member> {
+  const db = new Level<string, Uint8Array>(dir, { keyEncoding: 'utf8', valueEncoding: 'view' });
+  const kv = new Kv();
+  const driver = await RaftDriver.open({
+    id,
+    db,
+    transport: hub.transport(id),
+    stateMachine: kv,
+    tickMs: 10,
+    electionTick: 10,
+    heartbeatTick: 1,
+    snapshotEvery: 20,
+    keepEntries: 5,
+    defaultTimeoutMs: 3000,
+  });
+  if (bootstrap && driver.isEmpty()) driver.bootstrap({ voters: ids, learners: [] });
+  return { id, dir, db, kv, driver };
+}
+
+async function stopMember(m: Member): Promise<void> {
+  await m.driver.stop();
+  await m.db.close();
+}
+
+describe('RaftDriver (3 nodes, in-memory transport, level on disk)', () => {
+  it('elects a leader, applies proposals made on a follower, serves ReadIndex reads, and a restarted node catches up', async () => {
+    const hub = new MemoryHub();
+    const members: Member[] = [];
+    for (const id of ids) {
+      const dir = await mkdtemp(join(tmpdir(), `raft-driver-${id}-`));
+      dirs.push(dir);
+      members.push(await start(hub, id, dir, true));
+    }
+    try {
+      await waitFor(() => members.some((m) => m.driver.status().state === 'leader'), 5000, 'a leader');
+      const leader = members.find((m) => m.driver.status().state === 'leader')!;
+      await waitFor(
+        () => members.every((m) => m.driver.status().lead === leader.id),
+        3000,
+        'everyone to know the leader',
+      );
+      const follower = members.find((m) => m !== leader)!;
+
+      const r1 = await follower.driver.propose(enc('color=red'));
+      assert.equal(r1.result, null);
+      const r2 = await follower.driver.propose(enc('color=blue'));
+      assert.equal(r2.result, 'red', 'the proposer gets the state machine result for its own entry');
+      assert.ok(r2.index > r1.index);
+
+      // ReadIndex barrier on another follower: after it, that node's state machine has the write.
+      const other = members.find((m) => m !== leader && m !== follower)!;
+      await other.driver.read();
+      assert.equal(other.kv.map.get('color'), 'blue');
+
+      // Take one follower down, write enough to trigger snapshots + compaction, bring it back.
+      hub.down.add(other.id);
+      await stopMember(other);
+      for (let i = 0; i < 40; i++) await leader.driver.propose(enc(`k${i}=${i}`));
+      const back = await start(hub, other.id, other.dir, true);
+      members[members.indexOf(other)] = back;
+      hub.down.delete(other.id);
+      await waitFor(() => back.kv.map.get('k39') === '39', 5000, 'the restarted node to catch up');
+      assert.equal(back.kv.map.get('color'), 'blue');
+      await back.driver.read();
+      assert.deepEqual([...back.kv.map].sort(), [...leader.kv.map].sort());
+    } finally {
+      for (const m of members) await stopMember(m);
+    }
+  });
+
+  it('rejects proposals without a leader and after stop', async () => {
+    const hub = new MemoryHub();
+    const dir = await mkdtemp(join(tmpdir(), 'raft-driver-lone-'));
+    dirs.push(dir);
+    const m = await start(hub, 'lonely', dir, false);
+    await assert.rejects(
+      m.driver.propose(enc('a=1')),
+      (e: unknown) => e instanceof RaftDriverError && e.code === 'NO_LEADER',
+    );
+    await assert.rejects(
+      m.driver.read(),
+      (e: unknown) => e instanceof RaftDriverError && e.code === 'NO_LEADER',
+    );
+    await stopMember(m);
+    await assert.rejects(
+      m.driver.propose(enc('a=1')),
+      (e: unknown) => e instanceof RaftDriverError && e.code === 'STOPPED',
+    );
+  });
+
+  it('a single-node cluster commits on its own and adds a learner that catches up', async () => {
+    const hub = new MemoryHub();
+    const d1 = await mkdtemp(join(tmpdir(), 'raft-driver-solo-'));
+    const d2 = await mkdtemp(join(tmpdir(), 'raft-driver-learner-'));
+    dirs.push(d1, d2);
+    const db1 = new Level<string, Uint8Array>(d1, { keyEncoding: 'utf8', valueEncoding: 'view' });
+    const kv1 = new Kv();
+    const solo = await RaftDriver.open({
+      id: 'solo',
+      db: db1,
+      transport: hub.transport('solo'),
+      stateMachine: kv1,
+      tickMs: 10,
+    });
+    solo.bootstrap({ voters: ['solo'], learners: [] });
+    const db2 = new Level<string, Uint8Array>(d2, { keyEncoding: 'utf8', valueEncoding: 'view' });
+    const kv2 = new Kv();
+    const learner = await RaftDriver.open({
+      id: 'lrn',
+      db: db2,
+      transport: hub.transport('lrn'),
+      stateMachine: kv2,
+      tickMs: 10,
+    });
+    try {
+      await waitFor(() => solo.status().state === 'leader', 5000, 'solo leader');
+      await solo.propose(enc('x=1'));
+      const conf = await solo.addLearner('lrn');
+      assert.deepEqual(conf, { voters: ['solo'], learners: ['lrn'] });
+      await waitFor(() => kv2.map.get('x') === '1', 5000, 'learner to catch up');
+      await solo.promote('lrn');
+      await solo.propose(enc('y=2'));
+      await waitFor(() => kv2.map.get('y') === '2', 5000, 'the new voter to apply');
+      assert.deepEqual(solo.confState().voters, ['lrn', 'solo']);
+    } finally {
+      await solo.stop();
+      await learner.stop();
+      await db1.close();
+      await db2.close();
+    }
+  });
+});

@@ -1,0 +1,490 @@
+/**
+ * RaftDriver: the only part of the Raft package with timers and I/O. It runs the RawNode loop:
+ *
+ *   tick every `tickMs` ─┐
+ *   message from peer ───┼─> RawNode ─> Ready ─> 1. persist (LevelRaftStorage.save, fsync)
+ *   propose / read ──────┘                       2. send messages (only after 1: votes and acks are durable)
+ *                                                3. restore snapshot, apply committed entries
+ *                                                4. advance; resolve proposals/reads; maybe snapshot+compact
+ *
+ * Proposals carry an envelope `[1][id length][id][payload]` with a unique id (node id + incarnation +
+ * counter), so the node that proposed resolves its promise when it applies that exact entry, with the state
+ * machine's result — also when the proposal was made on a follower and forwarded to the leader.
+ *
+ * Note: Raft does not deduplicate. A proposal that times out here may still be committed later, and a
+ * transport that duplicates messages could commit a forwarded proposal twice; state machines that need
+ * exactly-once semantics should deduplicate on an id inside their payload.
+ */
+import { randomUUID } from 'node:crypto';
+import type { LevelRaftStorage, RaftLevelDb } from './level-storage.ts';
+import { LevelRaftStorage as Storage } from './level-storage.ts';
+import { RawNode } from './rawnode.ts';
+import type { ConfChange, ConfState, Entry, Message, NodeId, Ready, Status } from './types.ts';
+import { decodeConfChange, RaftError } from './types.ts';
+
+export interface RaftTransport {
+  /** Best effort; may throw if the peer is unreachable (the driver then stops streaming to it). */
+  send(to: NodeId, msg: Message): void;
+  /** `from` is the authenticated sender (libp2p peer id); messages whose `msg.from` differs are dropped. */
+  onMessage(handler: (from: NodeId, msg: Message) => void): void;
+}
+
+export interface StateMachine {
+  /** Applies a committed normal entry (data = the proposer's payload). The result goes to the proposer. */
+  apply(entry: Entry): unknown;
+  snapshot(): Uint8Array;
+  restore(data: Uint8Array): void;
+}
+
+export interface RaftDriverOptions {
+  id: NodeId;
+  db: RaftLevelDb;
+  transport: RaftTransport;
+  stateMachine: StateMachine;
+  tickMs?: number;
+  electionTick?: number;
+  heartbeatTick?: number;
+  /** Take a snapshot and compact the log every this many applied entries. */
+  snapshotEvery?: number;
+  /** Entries kept before the snapshot point, so slightly slow followers need no snapshot. */
+  keepEntries?: number;
+  maxSizePerMsg?: number;
+  maxInflight?: number;
+  /** Max proposals/reads/membership changes waiting for an answer; more are rejected at once. */
+  maxPending?: number;
+  /** Default timeout for propose/read/membership changes. */
+  defaultTimeoutMs?: number;
+  /** Randomness for election timeouts (defaults to Math.random). */
+  rand?: () => number;
+  /** Called once if the driver stops because of an unrecoverable error (e.g. the disk failed). */
+  onFatal?: (err: Error) => void;
+}
+
+export class RaftDriverError extends Error {
+  readonly code: 'NO_LEADER' | 'TIMEOUT' | 'STOPPED' | 'OVERLOADED' | 'REJECTED';
+  constructor(code: RaftDriverError['code'], message: string) {
+    super(message);
+    this.name = 'RaftDriverError';
+    this.code = code;
+  }
+}
+
+interface Waiter<T> {
+  resolve: (v: T) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+const ENVELOPE_VERSION = 1;
+const MAX_ID_BYTES = 255;
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+export function wrapProposal(id: string, payload: Uint8Array): Uint8Array {
+  const idBytes = enc.encode(id);
+  if (idBytes.byteLength > MAX_ID_BYTES) throw new RangeError('proposal id too long');
+  const out = new Uint8Array(2 + idBytes.byteLength + payload.byteLength);
+  out[0] = ENVELOPE_VERSION;
+  out[1] = idBytes.byteLength;
+  out.set(idBytes, 2);
+  out.set(payload, 2 + idBytes.byteLength);
+  return out;
+}
+
+export function unwrapProposal(data: Uint8Array): { id: string; payload: Uint8Array } | null {
+  if (data.byteLength < 2 || data[0] !== ENVELOPE_VERSION || data.byteLength < 2 + data[1]) return null;
+  return { id: dec.decode(data.subarray(2, 2 + data[1])), payload: data.subarray(2 + data[1]) };
+}
+
+export class RaftDriver {
+  readonly id: NodeId;
+  private readonly storage: LevelRaftStorage;
+  private readonly node: RawNode;
+  private readonly transport: RaftTransport;
+  private readonly sm: StateMachine;
+  private readonly opts: Required<
+    Omit<RaftDriverOptions, 'onFatal' | 'rand' | 'db' | 'transport' | 'stateMachine' | 'id'>
+  >;
+  private readonly onFatal?: (err: Error) => void;
+  private readonly incarnation = randomUUID().slice(0, 8);
+  private counter = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private fatal: Error | undefined;
+  private conf: ConfState;
+  private applied: number;
+  private lastSnapshotIndex: number;
+  private loop: Promise<void> | undefined;
+  private rerun = false;
+  private readonly proposals = new Map<string, Waiter<{ index: number; result: unknown }>>();
+  private readonly reads = new Map<string, Waiter<void>>();
+  /** Reads whose index is known, waiting for applied >= index. */
+  private readsWaitingApply: { index: number; key: string }[] = [];
+  private readonly confWaiters = new Set<{ cc: ConfChange; w: Waiter<ConfState> }>();
+
+  private constructor(o: RaftDriverOptions, storage: LevelRaftStorage) {
+    this.id = o.id;
+    this.storage = storage;
+    this.transport = o.transport;
+    this.sm = o.stateMachine;
+    this.onFatal = o.onFatal;
+    this.opts = {
+      tickMs: o.tickMs ?? 100,
+      electionTick: o.electionTick ?? 10,
+      heartbeatTick: o.heartbeatTick ?? 1,
+      snapshotEvery: o.snapshotEvery ?? 10_000,
+      keepEntries: o.keepEntries ?? 1000,
+      maxSizePerMsg: o.maxSizePerMsg ?? 1024 * 1024,
+      maxInflight: o.maxInflight ?? 256,
+      maxPending: o.maxPending ?? 10_000,
+      defaultTimeoutMs: o.defaultTimeoutMs ?? 5000,
+    };
+    const snap = storage.snapshot();
+    if (snap.index > 0) this.sm.restore(snap.data);
+    this.conf = { voters: [...snap.conf.voters], learners: [...snap.conf.learners] };
+    this.applied = snap.index;
+    this.lastSnapshotIndex = snap.index;
+    this.node = new RawNode({
+      id: o.id,
+      storage,
+      electionTick: this.opts.electionTick,
+      heartbeatTick: this.opts.heartbeatTick,
+      rand: o.rand ?? Math.random,
+      preVote: true,
+      checkQuorum: true,
+      maxSizePerMsg: this.opts.maxSizePerMsg,
+      maxInflight: this.opts.maxInflight,
+      applied: snap.index,
+    });
+  }
+
+  /** Opens storage, restores the state machine from the latest snapshot and starts ticking. */
+  static async open(o: RaftDriverOptions): Promise<RaftDriver> {
+    const storage = await Storage.open(o.db);
+    const d = new RaftDriver(o, storage);
+    o.transport.onMessage((from, msg) => d.receive(from, msg));
+    d.timer = setInterval(() => d.onTick(), d.opts.tickMs);
+    d.timer.unref?.();
+    d.kick();
+    return d;
+  }
+
+  /** True when this node has no Raft state yet (never bootstrapped nor joined). */
+  isEmpty(): boolean {
+    return this.storage.lastIndex() === 0 && this.storage.hardState().term === 0;
+  }
+
+  /** Makes a brand-new node a member of a new cluster (see formation.ts for who does this). */
+  bootstrap(conf: ConfState): void {
+    this.node.bootstrap(conf);
+    this.kick();
+  }
+
+  private receive(from: NodeId, msg: Message): void {
+    if (this.stopped || msg.from !== from || msg.to !== this.id) return;
+    try {
+      this.node.step(msg);
+    } catch (err) {
+      if (!(err instanceof RaftError)) return this.die(err as Error);
+    }
+    this.kick();
+  }
+
+  private onTick(): void {
+    if (this.stopped) return;
+    this.node.tick();
+    this.kick();
+  }
+
+  /** Runs the Ready loop (one at a time; a request during a run makes it go around again). */
+  private kick(): void {
+    if (this.stopped) return;
+    if (this.loop) {
+      this.rerun = true;
+      return;
+    }
+    this.loop = this.runLoop().finally(() => {
+      this.loop = undefined;
+    });
+  }
+
+  private async runLoop(): Promise<void> {
+    do {
+      this.rerun = false;
+      while (!this.stopped && this.node.hasReady()) {
+        try {
+          await this.handleReady(this.node.ready());
+        } catch (err) {
+          this.die(err as Error);
+          return;
+        }
+      }
+    } while (this.rerun && !this.stopped);
+  }
+
+  private async handleReady(rd: Ready): Promise<void> {
+    // 1. Durable first: nothing below may be observed by anyone before this resolves.
+    if (rd.hardState || rd.entries.length > 0 || rd.snapshot) {
+      await this.storage.save(rd.hardState, rd.entries, rd.snapshot);
+    }
+    if (this.stopped) return;
+    // 2. Send.
+    for (const m of rd.messages) {
+      try {
+        this.transport.send(m.to, m);
+      } catch {
+        this.node.reportUnreachable(m.to);
+      }
+    }
+    // 3. Apply.
+    if (rd.snapshot) {
+      this.sm.restore(rd.snapshot.data);
+      this.conf = { voters: [...rd.snapshot.conf.voters], learners: [...rd.snapshot.conf.learners] };
+      this.applied = rd.snapshot.index;
+      this.lastSnapshotIndex = rd.snapshot.index;
+    }
+    for (const e of rd.committedEntries) this.applyEntry(e);
+    for (const rs of rd.readStates) {
+      const key = Buffer.from(rs.ctx).toString('hex');
+      if (this.reads.has(key)) this.readsWaitingApply.push({ index: rs.index, key });
+    }
+    // 4. Advance and answer.
+    this.node.advance(rd);
+    this.releaseReads();
+    await this.maybeSnapshot();
+  }
+
+  private applyEntry(e: Entry): void {
+    if (e.type === 'conf') {
+      const cc = decodeConfChange(e.data);
+      this.conf = this.node.applyConfChange(cc);
+      for (const cw of this.confWaiters) {
+        if (cw.cc.type === cc.type && cw.cc.node === cc.node) {
+          this.confWaiters.delete(cw);
+          clearTimeout(cw.w.timer);
+          cw.w.resolve(this.conf);
+        }
+      }
+    } else if (e.data.byteLength > 0) {
+      const env = unwrapProposal(e.data);
+      const result = this.sm.apply(env ? { ...e, data: env.payload } : e);
+      const w = env ? this.proposals.get(env.id) : undefined;
+      if (env && w) {
+        this.proposals.delete(env.id);
+        clearTimeout(w.timer);
+        w.resolve({ index: e.index, result });
+      }
+    }
+    this.applied = e.index;
+  }
+
+  private releaseReads(): void {
+    if (this.readsWaitingApply.length === 0) return;
+    const still: { index: number; key: string }[] = [];
+    for (const r of this.readsWaitingApply) {
+      if (r.index > this.applied) {
+        still.push(r);
+        continue;
+      }
+      const w = this.reads.get(r.key);
+      if (!w) continue;
+      this.reads.delete(r.key);
+      clearTimeout(w.timer);
+      w.resolve();
+    }
+    this.readsWaitingApply = still;
+  }
+
+  private async maybeSnapshot(): Promise<void> {
+    if (this.applied - this.lastSnapshotIndex < this.opts.snapshotEvery) return;
+    const index = this.applied;
+    this.lastSnapshotIndex = index;
+    await this.storage.createSnapshot(index, this.conf, this.sm.snapshot());
+    const compactTo = index - this.opts.keepEntries;
+    if (compactTo >= this.storage.firstIndex()) await this.storage.compact(compactTo);
+  }
+
+  private die(err: Error): void {
+    if (this.fatal) return;
+    this.fatal = err;
+    this.shutdown(new RaftDriverError('STOPPED', `raft driver stopped: ${err.message}`));
+    this.onFatal?.(err);
+  }
+
+  private shutdown(reason: Error): void {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    for (const w of this.proposals.values()) {
+      clearTimeout(w.timer);
+      w.reject(reason);
+    }
+    this.proposals.clear();
+    for (const w of this.reads.values()) {
+      clearTimeout(w.timer);
+      w.reject(reason);
+    }
+    this.reads.clear();
+    for (const cw of this.confWaiters) {
+      clearTimeout(cw.w.timer);
+      cw.w.reject(reason);
+    }
+    this.confWaiters.clear();
+  }
+
+  private checkUsable(): void {
+    if (this.stopped) throw new RaftDriverError('STOPPED', 'raft driver is stopped');
+    if (this.proposals.size + this.reads.size + this.confWaiters.size >= this.opts.maxPending) {
+      throw new RaftDriverError('OVERLOADED', `more than ${this.opts.maxPending} requests pending`);
+    }
+  }
+
+  private static translate(err: unknown): Error {
+    if (err instanceof RaftError) {
+      if (err.code === 'PROPOSAL_DROPPED' || err.code === 'READ_DROPPED') {
+        return new RaftDriverError(
+          err.message.startsWith('no leader') ? 'NO_LEADER' : 'REJECTED',
+          err.message,
+        );
+      }
+      return new RaftDriverError('REJECTED', err.message);
+    }
+    return err as Error;
+  }
+
+  /**
+   * Replicates `payload` and resolves with its log index and the state machine's result once this node
+   * applied it. Works on followers (forwarded to the leader). Rejects with RaftDriverError NO_LEADER when no
+   * leader is known, TIMEOUT when not applied in time (it may still be applied later).
+   */
+  propose(
+    payload: Uint8Array,
+    options: { timeoutMs?: number } = {},
+  ): Promise<{ index: number; result: unknown }> {
+    try {
+      this.checkUsable();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const id = `${this.id}/${this.incarnation}/${++this.counter}`;
+    const timeoutMs = options.timeoutMs ?? this.opts.defaultTimeoutMs;
+    return new Promise((resolve, reject) => {
+      try {
+        this.node.propose(wrapProposal(id, payload));
+      } catch (err) {
+        reject(RaftDriver.translate(err));
+        return;
+      }
+      const timer = setTimeout(() => {
+        this.proposals.delete(id);
+        reject(new RaftDriverError('TIMEOUT', `proposal ${id} not applied within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.proposals.set(id, { resolve, reject, timer });
+      this.kick();
+    });
+  }
+
+  /**
+   * Linearizable read barrier (ReadIndex): resolves once this node's state machine reflects every write
+   * committed before the call. Read the state machine right after it resolves.
+   */
+  read(options: { timeoutMs?: number } = {}): Promise<void> {
+    try {
+      this.checkUsable();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const ctx = enc.encode(`${this.incarnation}/${++this.counter}`);
+    const key = Buffer.from(ctx).toString('hex');
+    const timeoutMs = options.timeoutMs ?? this.opts.defaultTimeoutMs;
+    return new Promise((resolve, reject) => {
+      try {
+        this.node.readIndex(ctx);
+      } catch (err) {
+        reject(RaftDriver.translate(err));
+        return;
+      }
+      const timer = setTimeout(() => {
+        this.reads.delete(key);
+        reject(new RaftDriverError('TIMEOUT', `read not confirmed within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.reads.set(key, { resolve, reject, timer });
+      this.kick();
+    });
+  }
+
+  /** Proposes a membership change and resolves with the new configuration once it is applied here. */
+  changeMembership(cc: ConfChange, options: { timeoutMs?: number } = {}): Promise<ConfState> {
+    try {
+      this.checkUsable();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const timeoutMs = options.timeoutMs ?? this.opts.defaultTimeoutMs;
+    return new Promise((resolve, reject) => {
+      try {
+        this.node.proposeConfChange(cc);
+      } catch (err) {
+        reject(RaftDriver.translate(err));
+        return;
+      }
+      const entry = {
+        cc,
+        w: {
+          resolve,
+          reject,
+          timer: setTimeout(() => {
+            this.confWaiters.delete(entry);
+            reject(
+              new RaftDriverError(
+                'TIMEOUT',
+                `membership change ${cc.type} ${cc.node} not applied within ${timeoutMs} ms`,
+              ),
+            );
+          }, timeoutMs),
+        },
+      };
+      this.confWaiters.add(entry);
+      this.kick();
+    });
+  }
+
+  addLearner(id: NodeId, options?: { timeoutMs?: number }): Promise<ConfState> {
+    return this.changeMembership({ type: 'addLearner', node: id }, options);
+  }
+
+  promote(id: NodeId, options?: { timeoutMs?: number }): Promise<ConfState> {
+    return this.changeMembership({ type: 'addVoter', node: id }, options);
+  }
+
+  removeNode(id: NodeId, options?: { timeoutMs?: number }): Promise<ConfState> {
+    return this.changeMembership({ type: 'removeNode', node: id }, options);
+  }
+
+  /** Asks the leader to hand leadership to `to`; resolves when this node sees `to` as leader. */
+  async transferLeadership(to: NodeId, options: { timeoutMs?: number } = {}): Promise<void> {
+    if (this.stopped) throw new RaftDriverError('STOPPED', 'raft driver is stopped');
+    const deadline = Date.now() + (options.timeoutMs ?? this.opts.defaultTimeoutMs);
+    this.node.transferLeadership(to);
+    this.kick();
+    while (this.node.status().lead !== to) {
+      if (this.stopped) throw new RaftDriverError('STOPPED', 'raft driver is stopped');
+      if (Date.now() >= deadline) throw new RaftDriverError('TIMEOUT', `leadership did not move to ${to}`);
+      await new Promise((r) => setTimeout(r, this.opts.tickMs));
+    }
+  }
+
+  status(): Status & { applied: number; stopped: boolean } {
+    return { ...this.node.status(), applied: this.applied, stopped: this.stopped };
+  }
+
+  /** Configuration as of the applied index. */
+  confState(): ConfState {
+    return { voters: [...this.conf.voters], learners: [...this.conf.learners] };
+  }
+
+  /** Stops ticking, rejects pending requests, waits for an in-progress write. Does not close the db. */
+  async stop(): Promise<void> {
+    if (!this.stopped) this.shutdown(new RaftDriverError('STOPPED', 'raft driver stopped'));
+    await this.loop;
+  }
+}
