@@ -185,7 +185,10 @@ export class RaftDriver {
     try {
       this.node.step(msg);
     } catch (err) {
-      if (!(err instanceof RaftError)) return this.die(err as Error);
+      if (!(err instanceof RaftError)) {
+        this.die(err as Error);
+        return;
+      }
     }
     this.kick();
   }
