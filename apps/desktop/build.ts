@@ -30,7 +30,8 @@ async function buildRenderer(): Promise<void> {
     entryPoints: [join(rendererSrc, 'app.ts')],
     outfile: join(rendererOut, 'app.js'),
     bundle: true,
-    format: 'esm',
+    // A classic script, not a module: Electron loads the renderer from file://, where module scripts hit CORS.
+    format: 'iife',
     platform: 'browser',
     target: ['chrome120'],
     minify: production,
