@@ -523,7 +523,7 @@ export class DockerExecutor implements Executor {
     try {
       stream = (await this.docker.pull(image)) as typeof stream;
     } catch (e) {
-      return { reason: `pull of ${image} failed: ${errMessage(e)}` };
+      return { reason: `pull of ${image} failed: ${classifyPullError(errMessage(e))}` };
     }
     const lastEmit = new Map<string, { at: number; status: string }>();
     let failure: string | null = null;
@@ -590,8 +590,8 @@ export class DockerExecutor implements Executor {
     });
     if (outcome === 'cancelled') return { reason: `cancelled while pulling ${image}`, cancelled: true };
     if (outcome === 'timeout') return { reason: `pull of ${image} took longer than ${timeoutMs} ms` };
-    if (outcome !== 'done') return { reason: `pull of ${image} failed: ${outcome}` };
-    if (failure) return { reason: `pull of ${image} failed: ${failure}` };
+    if (outcome !== 'done') return { reason: `pull of ${image} failed: ${classifyPullError(outcome)}` };
+    if (failure) return { reason: `pull of ${image} failed: ${classifyPullError(failure)}` };
     try {
       await this.docker.getImage(image).inspect();
     } catch (e) {
@@ -627,6 +627,19 @@ function scratchMount(volumeName: string): Docker.MountSettings {
     Target: SCRATCH,
     VolumeOptions: { NoCopy: true } as Docker.MountSettings['VolumeOptions'],
   };
+}
+
+/** Prefixes the engine's message with what it means for the operator: no such image, or no registry. */
+function classifyPullError(message: string): string {
+  if (/not found|manifest unknown|does not exist|pull access denied|name unknown/i.test(message))
+    return `image not found: ${message}`;
+  if (
+    /connection refused|no such host|dial tcp|i\/o timeout|timeout|network is unreachable|TLS|certificate/i.test(
+      message,
+    )
+  )
+    return `registry unreachable: ${message}`;
+  return message;
 }
 
 async function drain(stream: NodeJS.ReadableStream, maxBytes: number): Promise<string> {
