@@ -231,6 +231,7 @@ describe('DockerExecutor (real engine)', { skip, concurrency: 6 }, () => {
     assert.equal(h.CpuShares, 2);
     assert.equal(h.NanoCpus, 250_000_000);
     assert.equal(h.User, '65534:65534');
+    assert.equal(h.OomScoreAdj, 1000);
     assert.deepEqual(h.Binds ?? [], []);
   });
 

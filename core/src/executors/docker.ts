@@ -222,6 +222,10 @@ export class DockerExecutor implements Executor {
       ReadonlyRootfs: true,
       IpcMode: 'private',
       LogConfig: { Type: 'none', Config: {} }, // output is streamed over attach; nothing accumulates on disk
+      // Under host memory pressure the kernel kills task processes before the owner's programs.
+      OomScoreAdj: 1000,
+      // No core dumps: they would fill scratch (or the rootfs of a misconfigured engine) for nobody's benefit.
+      Ulimits: [{ Name: 'core', Soft: 0, Hard: 0 }],
     };
     const tmpBytes = Math.min(TMP_BYTES_MAX, policy.scratchBytes);
 

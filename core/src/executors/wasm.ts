@@ -5,7 +5,7 @@
  * (polled), output cap. stdout/stderr are streamed as the module writes them.
  */
 import { closeSync, openSync, writeFileSync } from 'node:fs';
-import { lstat, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, realpath, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -264,9 +264,13 @@ async function dirSize(dir: string): Promise<number> {
 async function collectOutputs(scratchDir: string, paths: string[], maxBytes: number): Promise<TaskFile[]> {
   const out: TaskFile[] = [];
   let budget = maxBytes;
+  const root = await realpath(scratchDir);
   const addFile = async (rel: string) => {
     const st = await lstat(join(scratchDir, rel)).catch(() => null);
     if (!st) return;
+    // The module may have made a directory on the way a symlink: only read what really lies inside scratch.
+    const real = await realpath(join(scratchDir, rel)).catch(() => null);
+    if (real === null || !real.startsWith(`${root}/`)) return;
     if (st.isDirectory()) {
       for (const name of await readdir(join(scratchDir, rel))) await addFile(`${rel}/${name}`);
       return;
