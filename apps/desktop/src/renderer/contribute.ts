@@ -69,7 +69,7 @@ function pauseDialog(ctx: AppContext): HTMLDialogElement {
   replaceChildren(
     dialog,
     h('h2', null, 'Pause contributing'),
-    h('p', null, 'Tasks from the network are running on this computer. How should they stop?'),
+    h('p', null, 'Tasks from the network may be running on this computer. How should they stop?'),
     h('label', null, 'Pause for ', snooze),
     h(
       'div',

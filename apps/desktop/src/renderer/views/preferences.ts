@@ -9,7 +9,7 @@ import { applyTheme } from '../theme.ts';
 
 type Field =
   | { kind: 'number'; path: string; label: string; min: number; max: number; step?: number; unit?: string }
-  | { kind: 'checkbox'; path: string; label: string; hint?: string }
+  | { kind: 'checkbox'; path: string; label: string; desktopOnly?: boolean }
   | { kind: 'select'; path: string; label: string; options: string[] };
 
 const SECTIONS: [title: string, fields: Field[]][] = [
@@ -97,12 +97,18 @@ const SECTIONS: [title: string, fields: Field[]][] = [
   [
     'App',
     [
-      { kind: 'checkbox', path: 'startAtLogin', label: 'Start when I log in', hint: 'desktop app only' },
+      { kind: 'checkbox', path: 'startAtLogin', label: 'Start when I log in', desktopOnly: true },
       {
         kind: 'checkbox',
         path: 'keepRunningOnClose',
         label: 'Keep contributing when the window is closed',
-        hint: 'desktop app only',
+        desktopOnly: true,
+      },
+      {
+        kind: 'checkbox',
+        path: 'askOnClose',
+        label: 'Ask what to do when I close the window',
+        desktopOnly: true,
       },
       { kind: 'select', path: 'theme', label: 'Theme', options: ['system', 'dark', 'light'] },
     ],
@@ -154,15 +160,10 @@ export function preferencesView(ctx: AppContext): View {
           h('label', { class: 'row' }, h('span', null, f.label), h('span', null, input, ' ', f.unit ?? '')),
         );
       } else if (f.kind === 'checkbox') {
+        // Window and login settings mean nothing in a browser tab; their values are kept as they are.
+        if (f.desktopOnly && ctx.bridge.host !== 'electron') continue;
         input = h('input', { type: 'checkbox', name: f.path });
-        fieldset.append(
-          h(
-            'label',
-            { class: 'row check' },
-            input,
-            h('span', null, f.label, f.hint ? h('small', null, ` (${f.hint})`) : null),
-          ),
-        );
+        fieldset.append(h('label', { class: 'row check' }, input, h('span', null, f.label)));
       } else {
         input = h(
           'select',
