@@ -1,0 +1,68 @@
+/**
+ * Wire schema of Raft messages (`/meshrun/raft/1.0.0`), mirroring core/src/raft/types.ts. Every inbound frame
+ * is checked against it before the Raft core sees it; sizes are bounded so one peer cannot make another
+ * buffer without limit.
+ */
+import { z } from 'zod';
+import { bytesSchema, MAX_MESSAGE_BYTES } from './codec.ts';
+
+export const RAFT_LIMITS = {
+  maxNodeIdLength: 128,
+  maxEntriesPerMessage: 10_000,
+  maxEntryBytes: 2 * 1024 * 1024,
+  maxCtxBytes: 1024,
+  maxMembers: 10_000,
+} as const;
+
+const id = z.string().min(1).max(RAFT_LIMITS.maxNodeIdLength);
+const idx = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+const ctx = bytesSchema(RAFT_LIMITS.maxCtxBytes, 'ctx');
+
+export const RaftEntrySchema = z.object({
+  term: idx,
+  index: idx,
+  type: z.enum(['normal', 'conf']),
+  data: bytesSchema(RAFT_LIMITS.maxEntryBytes, 'entry data'),
+});
+
+export const ConfStateSchema = z.object({
+  voters: z.array(id).max(RAFT_LIMITS.maxMembers),
+  learners: z.array(id).max(RAFT_LIMITS.maxMembers),
+});
+
+const base = { from: id, to: id, term: idx };
+const entries = z.array(RaftEntrySchema).max(RAFT_LIMITS.maxEntriesPerMessage);
+
+export const RaftMessageSchema = z.discriminatedUnion('type', [
+  z.object({ ...base, type: z.literal('app'), index: idx, logTerm: idx, entries, commit: idx }),
+  z.object({
+    ...base,
+    type: z.literal('appResp'),
+    index: idx,
+    reject: z.boolean(),
+    rejectHint: idx,
+    logTerm: idx,
+  }),
+  z.object({ ...base, type: z.literal('vote'), index: idx, logTerm: idx, transfer: z.boolean() }),
+  z.object({ ...base, type: z.literal('preVote'), index: idx, logTerm: idx, transfer: z.boolean() }),
+  z.object({ ...base, type: z.literal('voteResp'), reject: z.boolean() }),
+  z.object({ ...base, type: z.literal('preVoteResp'), reject: z.boolean() }),
+  z.object({ ...base, type: z.literal('heartbeat'), commit: idx, ctx }),
+  z.object({ ...base, type: z.literal('heartbeatResp'), ctx }),
+  z.object({
+    ...base,
+    type: z.literal('snapshot'),
+    snapshot: z.object({
+      index: idx,
+      term: idx,
+      conf: ConfStateSchema,
+      data: bytesSchema(MAX_MESSAGE_BYTES, 'snapshot'),
+    }),
+  }),
+  z.object({ ...base, type: z.literal('timeoutNow') }),
+  z.object({ ...base, type: z.literal('transferLeader'), transferee: id }),
+  z.object({ ...base, type: z.literal('readIndex'), ctx }),
+  z.object({ ...base, type: z.literal('readIndexResp'), ctx, index: idx }),
+  z.object({ ...base, type: z.literal('prop'), entries }),
+]);
+export type RaftWireMessage = z.infer<typeof RaftMessageSchema>;
