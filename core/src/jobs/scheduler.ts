@@ -57,8 +57,12 @@ interface NodeState {
   freeSlots: number;
   /** true where the GPU at that index is not held by any task. */
   gpuFree: boolean[];
-  /** Bumped on every placement so shape heaps can tell their cached load is out of date. */
-  version: number;
+  /** 1 for nodes with GPUs: CPU work goes there only when nodes without GPUs are full. */
+  readonly tier: number;
+  /** Largest used fraction of cpu, memory and task slots; updated on every placement. */
+  load: number;
+  /** The constraint-class heaps this node is in, re-ordered when its load changes. */
+  heaps: ClassHeap[];
 }
 
 interface Shape {
@@ -126,7 +130,8 @@ function place(n: NodeState, shape: Shape): number[] | undefined {
   n.freeMemory -= shape.memory;
   n.freeDisk -= shape.disk;
   n.freeSlots -= 1;
-  n.version++;
+  n.load = loadOf(n);
+  for (const heap of n.heaps) heap.increased(n);
   return shape.gpuCount > 0 ? takeGpus(n, shape) : undefined;
 }
 
@@ -138,80 +143,141 @@ interface ShapeCandidates {
   best(): NodeState | null;
 }
 
-interface HeapEntry {
-  node: NodeState;
-  tier: number;
-  load: number;
-  version: number;
-}
-
-function entryLess(a: HeapEntry, b: HeapEntry): boolean {
+function nodeLess(a: NodeState, b: NodeState): boolean {
   if (a.tier !== b.tier) return a.tier < b.tier;
   if (a.load !== b.load) return a.load < b.load;
-  return a.node.index < b.node.index;
+  return a.index < b.index;
 }
 
 /**
- * Spread: a min-heap on (has GPUs, load). Loads only grow during a round, so a cached key is a lower bound:
- * when the top is stale, refresh it and sift it down; when the refreshed top is current, it is the true best.
+ * All active nodes matching one constraint class (executor + constraints), in a min-heap on (tier, load).
+ * Shared by every shape of the class, and updated in place when a placement raises a node's load, so one
+ * placement costs O(log nodes) per class the node is in — not per shape.
  */
-class SpreadCandidates implements ShapeCandidates {
-  private readonly heap: HeapEntry[];
-  private readonly shape: Shape;
+class ClassHeap {
+  private readonly heap: NodeState[];
+  /** Position of each node (by `NodeState.index`) in `heap`, or -1. */
+  private readonly pos: Int32Array;
+  /** Scratch frontier for `bestFit`, reused between calls. */
+  private readonly frontier: number[] = [];
 
-  constructor(nodes: NodeState[], shape: Shape) {
-    this.shape = shape;
-    this.heap = nodes.map((node) => ({
-      node,
-      tier: node.node.capacity.gpus.length > 0 ? 1 : 0,
-      load: loadOf(node),
-      version: node.version,
-    }));
+  constructor(nodes: NodeState[], nodeCount: number) {
+    this.heap = nodes.slice();
+    this.pos = new Int32Array(nodeCount).fill(-1);
+    this.heap.forEach((n, i) => {
+      this.pos[n.index] = i;
+    });
     for (let i = (this.heap.length >> 1) - 1; i >= 0; i--) this.siftDown(i);
+    for (const n of nodes) n.heaps.push(this);
   }
 
-  best(): NodeState | null {
+  get size(): number {
+    return this.heap.length;
+  }
+
+  /** The node's load went up: move it down. */
+  increased(n: NodeState): void {
+    const i = this.pos[n.index];
+    if (i >= 0) this.siftDown(i);
+  }
+
+  /**
+   * The least-loaded node that fits `shape`, visiting heap nodes in key order (best-first over the heap
+   * tree). `dead` marks nodes already found not to fit this shape: they never fit again this round.
+   */
+  bestFit(shape: Shape, dead: Uint8Array): NodeState | null {
     const heap = this.heap;
-    while (heap.length > 0) {
-      const top = heap[0];
-      if (!fits(top.node, this.shape)) {
-        this.removeTop();
-        continue;
+    const frontier = this.frontier;
+    frontier.length = 0;
+    if (heap.length === 0) return null;
+    frontier.push(0);
+    while (frontier.length > 0) {
+      const p = this.popFrontier();
+      const n = heap[p];
+      if (dead[n.index] === 0) {
+        if (fits(n, shape)) return n;
+        dead[n.index] = 1;
       }
-      if (top.version !== top.node.version) {
-        top.load = loadOf(top.node);
-        top.version = top.node.version;
-        this.siftDown(0);
-        continue;
-      }
-      return top.node;
+      const l = 2 * p + 1;
+      if (l < heap.length) this.pushFrontier(l);
+      if (l + 1 < heap.length) this.pushFrontier(l + 1);
     }
     return null;
   }
 
-  private removeTop(): void {
-    const last = this.heap.pop()!;
-    if (this.heap.length > 0) {
-      this.heap[0] = last;
-      this.siftDown(0);
+  private pushFrontier(p: number): void {
+    const f = this.frontier;
+    const heap = this.heap;
+    let i = f.length;
+    f.push(p);
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (!nodeLess(heap[f[i]], heap[f[parent]])) break;
+      const t = f[i];
+      f[i] = f[parent];
+      f[parent] = t;
+      i = parent;
     }
+  }
+
+  private popFrontier(): number {
+    const f = this.frontier;
+    const heap = this.heap;
+    const top = f[0];
+    const last = f.pop()!;
+    if (f.length > 0) {
+      f[0] = last;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        if (l >= f.length) break;
+        const r = l + 1;
+        const c = r < f.length && nodeLess(heap[f[r]], heap[f[l]]) ? r : l;
+        if (!nodeLess(heap[f[c]], heap[f[i]])) break;
+        const t = f[i];
+        f[i] = f[c];
+        f[c] = t;
+        i = c;
+      }
+    }
+    return top;
   }
 
   private siftDown(start: number): void {
     const heap = this.heap;
+    const pos = this.pos;
     const n = heap.length;
     let i = start;
     for (;;) {
       const l = 2 * i + 1;
       if (l >= n) return;
       const r = l + 1;
-      const c = r < n && entryLess(heap[r], heap[l]) ? r : l;
-      if (!entryLess(heap[c], heap[i])) return;
+      const c = r < n && nodeLess(heap[r], heap[l]) ? r : l;
+      if (!nodeLess(heap[c], heap[i])) return;
       const tmp = heap[i];
       heap[i] = heap[c];
       heap[c] = tmp;
+      pos[heap[i].index] = i;
+      pos[heap[c].index] = c;
       i = c;
     }
+  }
+}
+
+/** Spread (CPU shapes): the least-loaded fitting node of the shape's class heap. */
+class SpreadCandidates implements ShapeCandidates {
+  private readonly heap: ClassHeap;
+  private readonly shape: Shape;
+  private readonly dead: Uint8Array;
+
+  constructor(heap: ClassHeap, shape: Shape, nodeCount: number) {
+    this.heap = heap;
+    this.shape = shape;
+    this.dead = new Uint8Array(nodeCount);
+  }
+
+  best(): NodeState | null {
+    return this.heap.bestFit(this.shape, this.dead);
   }
 }
 
@@ -522,7 +588,9 @@ function nodeState(node: SchedulerNode, index: number): NodeState {
     freeDisk: node.capacity.diskBytes,
     freeSlots: Math.max(0, Math.floor(node.maxConcurrent)),
     gpuFree: node.capacity.gpus.map(() => true),
-    version: 0,
+    tier: node.capacity.gpus.length > 0 ? 1 : 0,
+    load: 0,
+    heaps: [],
   };
 }
 
@@ -575,7 +643,10 @@ export function schedule(input: ScheduleInput, opts: ScheduleOptions = {}): Sche
       runningBySubmitter.set(r.submitter, (runningBySubmitter.get(r.submitter) ?? 0) + 1);
   }
   let freeSlotsTotal = 0;
-  for (const n of active) freeSlotsTotal += Math.max(0, n.freeSlots);
+  for (const n of active) {
+    freeSlotsTotal += Math.max(0, n.freeSlots);
+    n.load = loadOf(n);
+  }
 
   const tasks = input.tasks;
   const assignments: Assignment[] = [];
@@ -636,8 +707,11 @@ export function schedule(input: ScheduleInput, opts: ScheduleOptions = {}): Sche
     queue.tasks.push(i);
   }
 
-  // Constraint matching is shared by shapes that differ only in resources.
+  // Constraint matching is shared by shapes that differ only in resources. CPU shapes whose statically
+  // usable nodes (matching, and big enough when empty) are the same set share one heap, so a search never
+  // wades through nodes too small for the shape.
   const classNodes = new Map<string, NodeState[]>();
+  const usableHeaps = new Map<string, { nodes: NodeState[]; heap: ClassHeap }[]>();
   const candidatesFor = (shape: Shape, classKey: string): ShapeCandidates => {
     let matching = classNodes.get(classKey);
     if (matching === undefined) {
@@ -645,7 +719,23 @@ export function schedule(input: ScheduleInput, opts: ScheduleOptions = {}): Sche
       classNodes.set(classKey, matching);
     }
     const usable = matching.filter((n) => fitsWhenEmpty(n, shape));
-    return shape.gpuCount > 0 ? new BinPackCandidates(usable, shape) : new SpreadCandidates(usable, shape);
+    if (shape.gpuCount > 0) return new BinPackCandidates(usable, shape);
+    let hash = 0x811c9dc5;
+    for (const n of usable) hash = Math.imul(hash ^ n.index, 0x01000193) >>> 0;
+    const key = `${classKey}#${usable.length}#${hash}`;
+    let bucket = usableHeaps.get(key);
+    if (bucket === undefined) {
+      bucket = [];
+      usableHeaps.set(key, bucket);
+    }
+    let entry = bucket.find(
+      (e) => e.nodes.length === usable.length && e.nodes.every((n, i) => n === usable[i]),
+    );
+    if (entry === undefined) {
+      entry = { nodes: usable, heap: new ClassHeap(usable, all.length) };
+      bucket.push(entry);
+    }
+    return new SpreadCandidates(entry.heap, shape, all.length);
   };
   const classKeyOf = new Map<Shape, string>();
   for (const [key, shape] of shapes) classKeyOf.set(shape, key.slice(0, key.lastIndexOf('#')));
@@ -682,6 +772,7 @@ export function schedule(input: ScheduleInput, opts: ScheduleOptions = {}): Sche
       const node = shape.candidates.best();
       if (node === null) {
         shape.exhausted = true;
+        shape.candidates = null; // let its per-shape memory go; exhausted shapes are never searched again
         continue;
       }
       const gpus = place(node, shape);
