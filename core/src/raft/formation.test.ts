@@ -171,8 +171,8 @@ describe('autopilot', () => {
           const voters = voterAlive.map((_, i) => `v${i}`);
           const learners = learnerAlive.map((_, i) => `l${i}`);
           const health = new Map<string, PeerHealth>();
-          voterAlive.forEach((alive, i) => health.set(`v${i}`, h(alive)));
-          learnerAlive.forEach((alive, i) => health.set(`l${i}`, h(alive)));
+          for (const [i, alive] of voterAlive.entries()) health.set(`v${i}`, h(alive));
+          for (const [i, alive] of learnerAlive.entries()) health.set(`l${i}`, h(alive));
           const cc = autopilot({ conf: { voters, learners }, targetVoters: target, health, lastIndex: 100 });
           if (!cc) return;
           let next = voters;
