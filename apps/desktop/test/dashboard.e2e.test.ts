@@ -69,6 +69,9 @@ async function startDaemon(): Promise<Daemon> {
       '--cluster-key',
       keyFile,
       '--no-mdns',
+      // A one-node cluster: with the default of 3 voters a lone node waits for peers and never takes jobs.
+      '--voters',
+      '1',
     ],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } },
   );

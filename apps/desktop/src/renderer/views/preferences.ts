@@ -272,7 +272,7 @@ export function preferencesView(ctx: AppContext): View {
     element,
     show: async () => {
       const prefs = await ctx.attempt('Loading preferences', () => ctx.bridge.call('preferences.get'));
-      if (prefs) fill(withPreferenceDefaults(prefs));
+      if (prefs !== undefined) fill(withPreferenceDefaults(prefs));
     },
   };
 }
