@@ -4,4 +4,5 @@ export * from './ids.ts';
 export * from './job.ts';
 export * from './json.ts';
 export * from './node.ts';
+export * from './raft.ts';
 export * from './rpc.ts';

@@ -10,7 +10,7 @@ export const RAFT_LIMITS = {
   maxNodeIdLength: 128,
   maxEntriesPerMessage: 10_000,
   maxEntryBytes: 2 * 1024 * 1024,
-  maxCtxBytes: 1024,
+  maxCtxBytes: 256,
   maxMembers: 10_000,
 } as const;
 
@@ -66,3 +66,6 @@ export const RaftMessageSchema = z.discriminatedUnion('type', [
   z.object({ ...base, type: z.literal('prop'), entries }),
 ]);
 export type RaftWireMessage = z.infer<typeof RaftMessageSchema>;
+
+export const MAX_RAFT_ENTRIES_PER_MESSAGE = RAFT_LIMITS.maxEntriesPerMessage;
+export const MAX_RAFT_NODE_ID_LENGTH = RAFT_LIMITS.maxNodeIdLength;

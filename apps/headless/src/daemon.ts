@@ -13,13 +13,15 @@ import { ClusterKeyError, readClusterKey } from '@meshrun/core/node/cluster-key.
 import { deriveOffered, type OfferLimits, probeHardware } from '@meshrun/core/node/hardware.ts';
 import { loadOrCreateIdentity } from '@meshrun/core/node/identity.ts';
 import { defaultHostname, MeshNode } from '@meshrun/core/node/mesh-node.ts';
-import type { Hardware, NodeMode } from '@meshrun/protocol';
+import type { Advertisement, Hardware, NodeMode } from '@meshrun/protocol';
 import { Level } from 'level';
 import pino, { type Logger } from 'pino';
 import { collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import { z } from 'zod';
 import { type ApiEvent, ApiServer } from './api-server.ts';
 import type { DaemonConfig } from './config.ts';
+import { installDashboardApi } from './dashboard-api.ts';
+import { type NodeServices, startNodeServices } from './services.ts';
 
 export const VERSION = '0.1.0';
 /** Hardware is re-read this often (free disk, docker engine coming and going); changes are re-advertised. */
@@ -55,6 +57,12 @@ export interface Daemon {
   mode(): NodeMode;
   setMode(mode: NodeMode, reason: string | null): void;
   setOfferLimits(limits: OfferLimits): void;
+  /** Re-advertises this node (after its cluster view changed). */
+  refreshAdvertisement(): void;
+  /** Where the advertisement reads this node's cluster view from. */
+  setClusterView(view: () => Advertisement['cluster']): void;
+  /** Consensus and jobs (absent with `services: false`, e.g. in foundation-only tools). */
+  services: NodeServices | null;
   stop(): Promise<void>;
 }
 
@@ -70,7 +78,10 @@ function defaultDashboardDir(): string {
   return path.resolve(here, '../../desktop/dist/renderer');
 }
 
-export async function startDaemon(config: DaemonConfig, opts: { log?: Logger } = {}): Promise<Daemon> {
+export async function startDaemon(
+  config: DaemonConfig,
+  opts: { log?: Logger; services?: boolean } = {},
+): Promise<Daemon> {
   const log = opts.log ?? pino({ level: config.logLevel, base: { svc: 'meshrun' } });
   if (!config.clusterKey) {
     throw new DaemonStartError(
@@ -103,6 +114,7 @@ export async function startDaemon(config: DaemonConfig, opts: { log?: Logger } =
   let mode: NodeMode = 'active';
   let pausedReason: string | null = null;
   const startedAt = Date.now();
+  let clusterView: () => Advertisement['cluster'] = () => undefined;
   const events = new EventEmitter();
   events.setMaxListeners(100);
 
@@ -122,6 +134,7 @@ export async function startDaemon(config: DaemonConfig, opts: { log?: Logger } =
       pausedReason,
       version: VERSION,
       startedAt,
+      cluster: clusterView(),
     }),
   });
   await node.start();
@@ -206,9 +219,9 @@ export async function startDaemon(config: DaemonConfig, opts: { log?: Logger } =
   const statusOf = () => ({
     peerId: node.peerId,
     addrs: node.addrs(),
-    role: 'none',
-    leader: null,
-    term: 0,
+    role: clusterView()?.role ?? 'none',
+    leader: clusterView()?.leader ?? null,
+    term: clusterView()?.term ?? 0,
     connectedPeers: node.peers().length,
     contributing: mode === 'active',
     mode,
@@ -241,8 +254,17 @@ export async function startDaemon(config: DaemonConfig, opts: { log?: Logger } =
       node.refreshAdvertisement();
       events.emit('api', { event: 'status', data: statusOf() } satisfies ApiEvent);
     },
+    refreshAdvertisement() {
+      node.refreshAdvertisement();
+      events.emit('api', { event: 'status', data: statusOf() } satisfies ApiEvent);
+    },
+    setClusterView(view) {
+      clusterView = view;
+    },
+    services: null,
     async stop() {
       clearInterval(refresh);
+      await daemon.services?.stop();
       await api.close();
       await node.stop();
       await db.close();
@@ -271,6 +293,11 @@ export async function startDaemon(config: DaemonConfig, opts: { log?: Logger } =
     }
   }, HARDWARE_REFRESH_MS);
   refresh.unref();
+
+  if (opts.services !== false) {
+    daemon.services = await startNodeServices(daemon);
+  }
+  await installDashboardApi(daemon, daemon.services?.jobs ?? null);
 
   log.info({ peerId: node.peerId, created, addrs: node.addrs(), api: apiInfo.url }, 'meshrun daemon started');
   return daemon;

@@ -115,7 +115,12 @@ export class ClusterService implements CommandLog {
   }
 
   /** This node's cluster view for its advertisement. */
-  view(): { id: string | null; leader: string | null; role: 'leader' | 'follower' | 'learner' | 'candidate' | 'none'; term: number } {
+  view(): {
+    id: string | null;
+    leader: string | null;
+    role: 'leader' | 'follower' | 'learner' | 'candidate' | 'none';
+    term: number;
+  } {
     if (!this.#o.driver.hasState()) return { id: this.#clusterId, leader: null, role: 'none', term: 0 };
     const s = this.#o.driver.status();
     const self = this.#o.node.peerId;
@@ -165,7 +170,11 @@ export class ClusterService implements CommandLog {
     const discovered = this.#o.node
       .nodes()
       .filter((n) => n.self || n.connected)
-      .map((n) => ({ id: n.peerId, clusterId: n.self ? null : (n.cluster?.id ?? null), leader: n.self ? null : (n.cluster?.leader ?? null) }));
+      .map((n) => ({
+        id: n.peerId,
+        clusterId: n.self ? null : (n.cluster?.id ?? null),
+        leader: n.self ? null : (n.cluster?.leader ?? null),
+      }));
     const decision = decideFormation({ self, expectVoters: this.#o.targetVoters, discovered });
     if (decision.action === 'wait') return;
     if (decision.action === 'bootstrap') {
@@ -178,7 +187,12 @@ export class ClusterService implements CommandLog {
     // Join: ask the cluster (its leader, or any member, which forwards) to add us as a learner.
     this.#joining = true;
     try {
-      const reply = (await this.#o.node.call(decision.via, 'cluster.join', { id: self }, { timeoutMs: 5000 })) as { clusterId: string };
+      const reply = (await this.#o.node.call(
+        decision.via,
+        'cluster.join',
+        { id: self },
+        { timeoutMs: 5000 },
+      )) as { clusterId: string };
       if (reply?.clusterId) await this.#setClusterId(reply.clusterId);
       this.#o.log.info({ via: decision.via }, 'joined the cluster as a learner');
     } catch (err) {
@@ -198,20 +212,27 @@ export class ClusterService implements CommandLog {
     connected.add(s.id);
     const health = new Map<string, { alive: boolean; lastContactTicks: number; matchIndex: number }>();
     for (const [id, p] of Object.entries(s.progress)) {
-      health.set(id, { alive: id === s.id || (connected.has(id) && p.recentActive), lastContactTicks: 0, matchIndex: p.match });
+      health.set(id, {
+        alive: id === s.id || (connected.has(id) && p.recentActive),
+        lastContactTicks: 0,
+        matchIndex: p.match,
+      });
     }
     const lastIndex = s.progress[s.id]?.match ?? s.commit;
     const cc = autopilot({ conf: s.conf, targetVoters: this.#o.targetVoters, health, lastIndex });
     if (!cc) return;
     if (cc.type === 'removeNode' && cc.node === s.id) return;
     this.#o.log.info({ change: cc }, 'autopilot membership change');
-    await this.#o.driver.proposeConfChange(cc, { timeoutMs: 5000 }).catch((err: Error) => this.#o.log.warn({ err: err.message }, 'autopilot change failed'));
+    await this.#o.driver
+      .proposeConfChange(cc, { timeoutMs: 5000 })
+      .catch((err: Error) => this.#o.log.warn({ err: err.message }, 'autopilot change failed'));
   }
 
   // ---- CommandLog ---------------------------------------------------------------------------------------
 
   async propose(cmd: JobCommandInput, opts: { timeoutMs?: number } = {}): Promise<ApplyResult> {
-    if (!this.#o.driver.hasState()) throw new RpcFailure(RPC_ERRORS.unavailable, 'this node has not joined a cluster yet');
+    if (!this.#o.driver.hasState())
+      throw new RpcFailure(RPC_ERRORS.unavailable, 'this node has not joined a cluster yet');
     const { result } = await this.#o.driver.propose(encode(cmd), { timeoutMs: opts.timeoutMs ?? 10_000 });
     return result as ApplyResult;
   }
@@ -234,7 +255,17 @@ export class ClusterService implements CommandLog {
   status(): Record<string, unknown> {
     const self = this.#o.node.peerId;
     if (!this.#o.driver.hasState()) {
-      return { id: self, clusterId: this.#clusterId, leader: null, term: 0, commit: 0, applied: 0, role: 'none', voters: [], learners: [] };
+      return {
+        id: self,
+        clusterId: this.#clusterId,
+        leader: null,
+        term: 0,
+        commit: 0,
+        applied: 0,
+        role: 'none',
+        voters: [],
+        learners: [],
+      };
     }
     const s = this.#o.driver.status();
     const connected = new Set(this.#o.node.peers().map((p) => p.peerId));
@@ -258,23 +289,47 @@ export class ClusterService implements CommandLog {
 
   #registerRpc(): void {
     const rpc = this.#o.node.rpc;
-    rpc.register('cluster.status', z.object({}).strict(), () => this.status());
-    rpc.register('cluster', z.object({}).strict(), () => this.status());
-    rpc.register('cluster.join', z.object({ id: z.string().min(1).max(128) }).strict(), async ({ id }, ctx) => {
-      if (!this.#o.driver.hasState()) throw new RpcFailure(RPC_ERRORS.unavailable, 'not a cluster member');
-      const s = this.#o.driver.status();
-      // Only the joining node itself (authenticated by its connection) may ask, or a member forwarding for it.
-      const remote = ctx.remotePeer ?? '';
-      const forwardedByMember = s.conf.voters.includes(remote) || s.conf.learners.includes(remote);
-      if (ctx.via === 'p2p' && remote !== id && !forwardedByMember) throw new RpcFailure(RPC_ERRORS.forbidden, 'a node can only add itself');
-      if (s.conf.voters.includes(id) || s.conf.learners.includes(id)) return { clusterId: this.#clusterId };
-      if (s.state !== 'leader') {
-        if (!s.lead) throw new RpcFailure(RPC_ERRORS.unavailable, 'no leader right now');
-        return this.#o.node.call(s.lead, 'cluster.join', { id }, { timeoutMs: 5000 });
+    // Match indexes are known only to the leader: a follower asks it, and answers alone if it cannot.
+    const statusViaLeader = async (local: boolean) => {
+      const mine = this.status();
+      const leader = mine.leader as string | null;
+      if (local || !leader || leader === this.#o.node.peerId) return mine;
+      try {
+        const theirs = (await this.#o.node.call(
+          leader,
+          'cluster.status',
+          { local: true },
+          { timeoutMs: 2000 },
+        )) as Record<string, unknown>;
+        return { ...theirs, id: mine.id, role: mine.role, applied: mine.applied, leaderView: true };
+      } catch {
+        return mine;
       }
-      await this.#o.driver.proposeConfChange({ type: 'addLearner', node: id }, { timeoutMs: 5000 });
-      return { clusterId: this.#clusterId };
-    });
+    };
+    rpc.register('cluster.status', z.object({ local: z.boolean().default(false) }).strict(), ({ local }) =>
+      statusViaLeader(local),
+    );
+    rpc.register('cluster', z.object({}).strict(), () => statusViaLeader(false));
+    rpc.register(
+      'cluster.join',
+      z.object({ id: z.string().min(1).max(128) }).strict(),
+      async ({ id }, ctx) => {
+        if (!this.#o.driver.hasState()) throw new RpcFailure(RPC_ERRORS.unavailable, 'not a cluster member');
+        const s = this.#o.driver.status();
+        // Only the joining node itself (authenticated by its connection) may ask, or a member forwarding for it.
+        const remote = ctx.remotePeer ?? '';
+        const forwardedByMember = s.conf.voters.includes(remote) || s.conf.learners.includes(remote);
+        if (ctx.via === 'p2p' && remote !== id && !forwardedByMember)
+          throw new RpcFailure(RPC_ERRORS.forbidden, 'a node can only add itself');
+        if (s.conf.voters.includes(id) || s.conf.learners.includes(id)) return { clusterId: this.#clusterId };
+        if (s.state !== 'leader') {
+          if (!s.lead) throw new RpcFailure(RPC_ERRORS.unavailable, 'no leader right now');
+          return this.#o.node.call(s.lead, 'cluster.join', { id }, { timeoutMs: 5000 });
+        }
+        await this.#o.driver.proposeConfChange({ type: 'addLearner', node: id }, { timeoutMs: 5000 });
+        return { clusterId: this.#clusterId };
+      },
+    );
     rpc.register('cluster.transfer', z.object({ to: z.string().min(1).max(128) }).strict(), ({ to }) => {
       this.#o.driver.transferLeadership(to);
       return { ok: true };
