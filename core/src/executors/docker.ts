@@ -523,6 +523,7 @@ export class DockerExecutor implements Executor {
     }
     const timeoutMs = this.#options.pullTimeoutMs ?? 10 * 60 * 1000;
     onEvent({ type: 'pull', status: `pulling ${image}` });
+    if (signal?.aborted) return { reason: `cancelled while pulling ${image}`, cancelled: true };
     let stream: NodeJS.ReadableStream & { destroy?: (e?: Error) => void };
     try {
       stream = (await this.docker.pull(image)) as typeof stream;
@@ -567,10 +568,14 @@ export class DockerExecutor implements Executor {
     };
     const outcome = await new Promise<'done' | 'timeout' | 'cancelled' | string>((resolve) => {
       let buf = '';
+      let finished = false;
       const timer = setTimeout(() => finish('timeout'), timeoutMs);
       const onAbort = () => finish('cancelled');
       signal?.addEventListener('abort', onAbort, { once: true });
+      if (signal?.aborted) onAbort();
       function finish(v: string) {
+        if (finished) return;
+        finished = true;
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
         if (v !== 'done') stream.destroy?.();

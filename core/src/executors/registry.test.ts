@@ -111,6 +111,23 @@ describe('DockerExecutor image pulls (local registry)', { skip }, () => {
     );
   });
 
+  it('cancels during a pull as cancelled, without starting the task', async () => {
+    docker('rmi', '-f', image);
+    const ac = new AbortController();
+    const rec = recorder();
+    const r = await executor.run(dockerSpec({ image, command: ['true'] }), {
+      policy: basePolicy,
+      signal: ac.signal,
+      onEvent: (e) => {
+        rec.onEvent(e);
+        if (e.type === 'pull' && e.layer) ac.abort(); // mid-pull, once the engine reports layers
+      },
+    });
+    assert.equal(r.outcome, 'cancelled', r.reason);
+    assert.match(r.reason, /while pulling/);
+    assert.ok(!rec.events.some((e) => e.type === 'started'));
+  });
+
   it('fails an image the registry does not have as pull-failed', async () => {
     const r = await executor.run(
       dockerSpec({ image: `127.0.0.1:${port}/no-such-image:1`, command: ['true'] }),
