@@ -148,6 +148,10 @@ describe('checkPolicy', () => {
       /do not fit/,
     );
     assert.match(checkPolicy(with_(wasm, { wasm: undefined }), policy, caps) ?? '', /module/);
+    assert.match(checkPolicy(with_(docker, { taskId: 'a\0b' }), policy, caps) ?? '', /taskId/);
+    assert.match(checkPolicy(with_(docker, { taskId: 7 }), policy, caps) ?? '', /taskId/);
+    assert.match(checkPolicy(with_(docker, { jobId: '' }), policy, caps) ?? '', /jobId/);
+    assert.match(checkPolicy(with_(docker, { attempt: -1 }), policy, caps) ?? '', /attempt/);
     assert.match(checkPolicy(with_(docker, { stdin: new Uint8Array(1) }), policy, caps) ?? '', /stdin/);
   });
 

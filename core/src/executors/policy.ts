@@ -90,6 +90,12 @@ export function checkPolicy(spec: TaskSpec, policy: NodePolicy, caps: ExecutorCa
     if (key in SANDBOX_ESCAPES) return `${key}: ${SANDBOX_ESCAPES[key]}`;
     if (!KNOWN_SPEC_FIELDS.has(key)) return `unsupported spec field '${key}'`;
   }
+  for (const id of ['taskId', 'jobId'] as const) {
+    const v = spec[id];
+    if (typeof v !== 'string' || v.length === 0 || v.length > 256 || /[\0-\x1f]/.test(v))
+      return `${id} must be a printable string of 1-256 characters`;
+  }
+  if (!Number.isInteger(spec.attempt) || spec.attempt < 0) return 'attempt must be a non-negative integer';
   if (spec.executor !== 'docker' && spec.executor !== 'wasm')
     return `unknown executor '${String(spec.executor)}'`;
   if (!policy.allowedExecutors.includes(spec.executor))
