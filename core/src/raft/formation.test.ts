@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import type { DiscoveredPeer, PeerHealth } from './formation.ts';
-import { autopilot, decideFormation } from './formation.ts';
+import { autopilot, clusterIdOf, decideFormation } from './formation.ts';
 
 const peer = (id: string, clusterId: string | null = null, leader: string | null = null): DiscoveredPeer => ({
   id,
@@ -47,6 +47,11 @@ describe('decideFormation', () => {
       action: 'join',
       via: 'q',
     });
+  });
+
+  it('clusterIdOf depends on the voter set only', () => {
+    assert.equal(clusterIdOf(['b', 'a', 'c']), clusterIdOf(['c', 'b', 'a']));
+    assert.notEqual(clusterIdOf(['a', 'b', 'c']), clusterIdOf(['a', 'b', 'd']));
   });
 
   it('expectVoters = 1: a lone node bootstraps a single-node cluster', () => {

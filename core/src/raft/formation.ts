@@ -1,6 +1,7 @@
 /**
  * Cluster formation and autopilot as pure decision functions (see README.md, "Cluster formation").
  */
+import { createHash } from 'node:crypto';
 import type { ConfChange, ConfState, NodeId } from './types.ts';
 
 export interface DiscoveredPeer {
@@ -56,6 +57,16 @@ export function decideFormation(input: FormationInput): FormationDecision {
   const voters = all.slice(0, expectVoters);
   if (!voters.includes(self)) return { action: 'wait' };
   return { action: 'bootstrap', voters };
+}
+
+/**
+ * Identity of a cluster formed by bootstrapping `voters`: the same for every node that bootstraps the same
+ * set. Advertise it in discovery (`clusterId`) and require it in the Raft transport handshake so that nodes of
+ * two different bootstraps never exchange Raft messages (see README, residual risk).
+ */
+export function clusterIdOf(voters: readonly NodeId[]): string {
+  const sorted = [...new Set(voters)].sort(compareIds);
+  return createHash('sha256').update(JSON.stringify(sorted)).digest('hex').slice(0, 32);
 }
 
 export interface PeerHealth {

@@ -616,7 +616,7 @@ export class Simulation {
   }
 }
 
-export const DEFAULT_CHAOS_STEPS = 400;
+export const DEFAULT_CHAOS_STEPS = 700;
 export const DEFAULT_HEAL_STEPS = 500;
 
 export function runSeed(seed: number, sabotage?: SimOptions['sabotage']): SimStats {
