@@ -403,11 +403,24 @@ describe('desktop dashboard against a real daemon', { skip, timeout: 120_000 }, 
 
   it('the event log filters by level and text', async () => {
     await openView('events');
-    await page.waitForSelector('#events-list li');
+    // The pause/resume above left "node paused…" and "node active" events (level info).
+    const items = page.locator('#events-list li.event');
+    await items.first().waitFor();
+    await page.fill('#events-search', 'PAUSED');
+    // Search is debounced: wait until only matching events are listed (case-insensitive).
+    await page.waitForFunction(() => {
+      const shown = [...document.querySelectorAll('#events-list li.event')];
+      return shown.length > 0 && shown.every((li) => li.textContent?.toLowerCase().includes('paused'));
+    });
     await page.fill('#events-search', 'zz-no-such-event-zz');
     await page.waitForSelector('#events-list li.empty');
     await page.fill('#events-search', '');
-    await page.waitForFunction(() => !document.querySelector('#events-list li.empty') || true);
+    await items.first().waitFor();
+    await page.uncheck('input[name="level-info"]');
+    await page.waitForSelector('#events-list li.empty');
+    assert.equal(await page.locator('#events-list li.level-info').count(), 0);
+    await page.check('input[name="level-info"]');
+    await items.first().waitFor();
   });
 
   it('the page raised no errors, failed requests or CSP violations', () => {
