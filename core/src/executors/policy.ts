@@ -76,6 +76,11 @@ function isStringArray(v: unknown, maxItems: number): v is string[] {
   );
 }
 
+function hasControlChar(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) < 0x20 || s.charCodeAt(i) === 0x7f) return true;
+  return false;
+}
+
 function positiveFinite(n: unknown): n is number {
   return typeof n === 'number' && Number.isFinite(n) && n > 0;
 }
@@ -92,7 +97,7 @@ export function checkPolicy(spec: TaskSpec, policy: NodePolicy, caps: ExecutorCa
   }
   for (const id of ['taskId', 'jobId'] as const) {
     const v = spec[id];
-    if (typeof v !== 'string' || v.length === 0 || v.length > 256 || /[\0-\x1f]/.test(v))
+    if (typeof v !== 'string' || v.length === 0 || v.length > 256 || hasControlChar(v))
       return `${id} must be a printable string of 1-256 characters`;
   }
   if (!Number.isInteger(spec.attempt) || spec.attempt < 0) return 'attempt must be a non-negative integer';
