@@ -18,7 +18,15 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } fr
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { CappedLog, DEFAULT_LOG_CAP_BYTES } from './capped-log.ts';
-import { childEnv, REPO_ROOT, type RunOptions, type RunResult, runCommand, sleep } from './proc.ts';
+import {
+  childEnv,
+  PIPE_DRAIN_MS,
+  REPO_ROOT,
+  type RunOptions,
+  type RunResult,
+  runCommand,
+  sleep,
+} from './proc.ts';
 
 /** Every namespace this harness creates starts with this, so stale cleanup can find them. */
 export const GLOBAL_PREFIX = 'mrt-';
@@ -544,9 +552,6 @@ export async function createNetwork(opts: NetworkOptions): Promise<Network> {
 interface InternalHandle extends ProcHandle {
   exitInfo: ExitInfo | undefined;
 }
-
-/** After 'exit', wait at most this long for the output pipes to close before declaring the process exited. */
-const PIPE_DRAIN_MS = 500;
 
 function spawnInNamespace(
   host: Host,

@@ -21,6 +21,8 @@ export const MESHRUN_CLI: string = join(REPO_ROOT, 'apps/headless/bin/meshrun.js
 
 /** Default limit on captured stdout and on captured stderr of one command (each). */
 export const DEFAULT_MAX_OUTPUT_BYTES = 1024 * 1024;
+/** After a command exits, how long to wait for its output pipes to close (a grandchild may hold them). */
+export const PIPE_DRAIN_MS = 500;
 /** Default wall-clock limit of one command. */
 export const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
 
@@ -100,8 +102,13 @@ export function runCommand(cmd: string, args: readonly string[], opts: RunOption
     child.on('error', (e) => {
       spawnError = e;
     });
-    child.on('close', (code, signal) => {
+    let done = false;
+    const finish = (code: number | null, signal: NodeJS.Signals | null) => {
+      if (done) return;
+      done = true;
       clearTimeout(timer);
+      child.stdout.destroy();
+      child.stderr.destroy();
       const stderr = err.text() + (spawnError ? `${spawnError.message}\n` : '');
       resolve({
         // A command that could not be started reports like a shell would (libuv gives a negative errno).
@@ -112,7 +119,10 @@ export function runCommand(cmd: string, args: readonly string[], opts: RunOption
         timedOut,
         truncated: out.truncated || err.truncated,
       });
-    });
+    };
+    // A background grandchild may keep the pipes open after the command exits: don't wait for it forever.
+    child.on('exit', (code, signal) => setTimeout(() => finish(code, signal), PIPE_DRAIN_MS).unref());
+    child.on('close', finish);
   });
 }
 
