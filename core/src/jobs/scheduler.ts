@@ -77,6 +77,8 @@ interface Shape {
   readonly gpuMinVram: number;
   /** Spread heap (CPU shapes) or bin-pack list (GPU shapes); built on first use. */
   candidates: ShapeCandidates | null;
+  /** Nodes that could take this shape when empty (set once candidates are built), for the reason text. */
+  usable: UsableSet | null;
   exhausted: boolean;
   reason: string | null;
 }
@@ -138,6 +140,12 @@ function place(n: NodeState, shape: Shape): number[] | undefined {
 // ---------------------------------------------------------------------------------------------------------
 // Candidate structures
 
+interface UsableSet {
+  readonly nodes: NodeState[];
+  /** How many of them are at their task limit after the round (computed once, for reasons). */
+  atLimit: number | null;
+}
+
 interface ShapeCandidates {
   /** The best node that fits right now, or null when none does (then none will for the rest of the round). */
   best(): NodeState | null;
@@ -160,6 +168,14 @@ class ClassHeap {
   private readonly pos: Int32Array;
   /** Scratch frontier for `bestFit`, reused between calls. */
   private readonly frontier: number[] = [];
+  /**
+   * Upper bounds on any member's free capacity. Free capacity only shrinks during a round, so stale bounds
+   * stay valid; they are tightened whenever a search visits every member, and let later shapes that
+   * cannot fit anywhere fail in O(1) instead of searching the whole heap again.
+   */
+  private maxFreeMilliCpus = Number.POSITIVE_INFINITY;
+  private maxFreeMemory = Number.POSITIVE_INFINITY;
+  private maxFreeDisk = Number.POSITIVE_INFINITY;
 
   constructor(nodes: NodeState[], nodeCount: number) {
     this.heap = nodes.slice();
@@ -175,6 +191,16 @@ class ClassHeap {
     return this.heap.length;
   }
 
+  /** false when no member can have room for the shape (cheap check against the bounds). */
+  mayFit(shape: Shape): boolean {
+    return (
+      this.heap.length > 0 &&
+      shape.milliCpus <= this.maxFreeMilliCpus &&
+      shape.memory <= this.maxFreeMemory &&
+      shape.disk <= this.maxFreeDisk
+    );
+  }
+
   /** The node's load went up: move it down. */
   increased(n: NodeState): void {
     const i = this.pos[n.index];
@@ -187,13 +213,22 @@ class ClassHeap {
    */
   bestFit(shape: Shape, dead: Uint8Array): NodeState | null {
     const heap = this.heap;
+    if (!this.mayFit(shape)) return null;
     const frontier = this.frontier;
     frontier.length = 0;
-    if (heap.length === 0) return null;
     frontier.push(0);
+    let maxCpu = 0;
+    let maxMem = 0;
+    let maxDisk = 0;
     while (frontier.length > 0) {
       const p = this.popFrontier();
       const n = heap[p];
+      if (n.freeSlots > 0) {
+        // Only nodes with a free slot can take anything: the bounds ignore full nodes.
+        if (n.freeMilliCpus > maxCpu) maxCpu = n.freeMilliCpus;
+        if (n.freeMemory > maxMem) maxMem = n.freeMemory;
+        if (n.freeDisk > maxDisk) maxDisk = n.freeDisk;
+      }
       if (dead[n.index] === 0) {
         if (fits(n, shape)) return n;
         dead[n.index] = 1;
@@ -202,6 +237,10 @@ class ClassHeap {
       if (l < heap.length) this.pushFrontier(l);
       if (l + 1 < heap.length) this.pushFrontier(l + 1);
     }
+    // Every member was visited and none fits: what they have free now bounds every later search.
+    this.maxFreeMilliCpus = maxCpu;
+    this.maxFreeMemory = maxMem;
+    this.maxFreeDisk = maxDisk;
     return null;
   }
 
@@ -268,15 +307,19 @@ class ClassHeap {
 class SpreadCandidates implements ShapeCandidates {
   private readonly heap: ClassHeap;
   private readonly shape: Shape;
-  private readonly dead: Uint8Array;
+  private readonly nodeCount: number;
+  /** Allocated on the first real search: many shapes are refused by the heap's bounds alone. */
+  private dead: Uint8Array | null = null;
 
   constructor(heap: ClassHeap, shape: Shape, nodeCount: number) {
     this.heap = heap;
     this.shape = shape;
-    this.dead = new Uint8Array(nodeCount);
+    this.nodeCount = nodeCount;
   }
 
   best(): NodeState | null {
+    if (!this.heap.mayFit(this.shape)) return null;
+    this.dead ??= new Uint8Array(this.nodeCount);
     return this.heap.bestFit(this.shape, this.dead);
   }
 }
@@ -469,7 +512,8 @@ function explain(shape: Shape, active: NodeState[], all: NodeState[]): string {
       ? 'no nodes in the cluster'
       : `no node is up and active (${down} down, ${modes('paused')} paused, ${modes('draining')} draining)`;
   }
-  const why = staticMismatch(active, shape);
+  // A shape that some node could take when empty only waits for room: skip the (slower) static analysis.
+  const why = shape.usable !== null && shape.usable.nodes.length > 0 ? null : staticMismatch(active, shape);
   if (why !== null) {
     const inactive = all.filter((n) => !(n.node.up && n.node.mode === 'active'));
     if (inactive.length > 0 && staticMismatch(inactive, shape) === null) {
@@ -477,8 +521,16 @@ function explain(shape: Shape, active: NodeState[], all: NodeState[]): string {
     }
     return why;
   }
-  const matching = active.filter((n) => matchesConstraints(n.node, shape) && fitsWhenEmpty(n, shape));
-  const atLimit = matching.filter((n) => n.freeSlots < 1).length;
+  let usable = shape.usable;
+  if (usable === null) {
+    usable = {
+      nodes: active.filter((n) => matchesConstraints(n.node, shape) && fitsWhenEmpty(n, shape)),
+      atLimit: null,
+    };
+  }
+  const matching = usable.nodes;
+  usable.atLimit ??= matching.filter((n) => n.freeSlots < 1).length;
+  const atLimit = usable.atLimit;
   const need = [`${fmtCpus(shape.milliCpus)} cpus`, `${formatBytes(shape.memory)} memory`];
   if (shape.disk > 0) need.push(`${formatBytes(shape.disk)} disk`);
   if (shape.gpuCount > 0) need.push(gpuWords(shape));
@@ -570,6 +622,7 @@ function makeShape(task: QueuedTask): Shape {
     gpuVendor: r.gpus?.vendor !== undefined ? lower(r.gpus.vendor) : null,
     gpuMinVram: r.gpus?.minVramBytes ?? 0,
     candidates: null,
+    usable: null,
     exhausted: false,
     reason: null,
   };
@@ -711,7 +764,7 @@ export function schedule(input: ScheduleInput, opts: ScheduleOptions = {}): Sche
   // usable nodes (matching, and big enough when empty) are the same set share one heap, so a search never
   // wades through nodes too small for the shape.
   const classNodes = new Map<string, NodeState[]>();
-  const usableHeaps = new Map<string, { nodes: NodeState[]; heap: ClassHeap }[]>();
+  const usableHeaps = new Map<string, { set: UsableSet; heap: ClassHeap }[]>();
   const candidatesFor = (shape: Shape, classKey: string): ShapeCandidates => {
     let matching = classNodes.get(classKey);
     if (matching === undefined) {
@@ -719,7 +772,10 @@ export function schedule(input: ScheduleInput, opts: ScheduleOptions = {}): Sche
       classNodes.set(classKey, matching);
     }
     const usable = matching.filter((n) => fitsWhenEmpty(n, shape));
-    if (shape.gpuCount > 0) return new BinPackCandidates(usable, shape);
+    if (shape.gpuCount > 0) {
+      shape.usable = { nodes: usable, atLimit: null };
+      return new BinPackCandidates(usable, shape);
+    }
     let hash = 0x811c9dc5;
     for (const n of usable) hash = Math.imul(hash ^ n.index, 0x01000193) >>> 0;
     const key = `${classKey}#${usable.length}#${hash}`;
@@ -729,12 +785,13 @@ export function schedule(input: ScheduleInput, opts: ScheduleOptions = {}): Sche
       usableHeaps.set(key, bucket);
     }
     let entry = bucket.find(
-      (e) => e.nodes.length === usable.length && e.nodes.every((n, i) => n === usable[i]),
+      (e) => e.set.nodes.length === usable.length && e.set.nodes.every((n, i) => n === usable[i]),
     );
     if (entry === undefined) {
-      entry = { nodes: usable, heap: new ClassHeap(usable, all.length) };
+      entry = { set: { nodes: usable, atLimit: null }, heap: new ClassHeap(usable, all.length) };
       bucket.push(entry);
     }
+    shape.usable = entry.set;
     return new SpreadCandidates(entry.heap, shape, all.length);
   };
   const classKeyOf = new Map<Shape, string>();
