@@ -290,7 +290,8 @@ function deleteNamespacesSync(names: readonly string[]): { killed: number[]; rem
 // Live-network registry and last-resort teardown
 
 const liveNetworks = new Map<string, { namespaces: () => string[]; killProcesses: () => void }>();
-let hooksInstalled = false;
+let exitHookInstalled = false;
+let signalHooksInstalled = false;
 const STOP_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
 function destroyAllSync(): void {
@@ -304,17 +305,21 @@ function destroyAllSync(): void {
 function onStopSignal(signal: NodeJS.Signals): void {
   destroyAllSync();
   for (const s of STOP_SIGNALS) process.removeListener(s, onStopSignal);
-  hooksInstalled = false;
+  signalHooksInstalled = false;
   // Re-raise so the process ends the way it would have without us (exit status 128+n), unless someone else
   // also handles this signal and decides for themselves.
   if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
 }
 
 function installHooks(): void {
-  if (hooksInstalled) return;
-  hooksInstalled = true;
-  process.on('exit', destroyAllSync);
-  for (const s of STOP_SIGNALS) process.on(s, onStopSignal);
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.on('exit', destroyAllSync);
+  }
+  if (!signalHooksInstalled) {
+    signalHooksInstalled = true;
+    for (const s of STOP_SIGNALS) process.on(s, onStopSignal);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -404,9 +409,18 @@ export async function createNetwork(opts: NetworkOptions): Promise<Network> {
   /** Per-host packet loss probability on eth0 (host index -> fraction), see setHostLoss. */
   const loss = new Map<number, number>();
   const pairKey = (from: Host, to: Host) => `${from.index}->${to.index}`;
-  const applyRules = async (touched: Iterable<Host>) => {
+  // Rule updates run one at a time and each reads the state when it runs, so overlapping partition()/heal()
+  // calls can't leave an older rule set installed last.
+  let rulesQueue: Promise<void> = Promise.resolve();
+  const applyRules = (touched: Iterable<Host>): Promise<void> => {
+    const hostsToUpdate = [...new Set(touched)];
+    const run = rulesQueue.then(() => writeRules(hostsToUpdate));
+    rulesQueue = run.catch(() => {});
+    return run;
+  };
+  const writeRules = async (touched: Host[]) => {
     await Promise.all(
-      [...new Set(touched)].map(async (h) => {
+      touched.map(async (h) => {
         const rules: string[] = [];
         const p = loss.get(h.index);
         if (p !== undefined) {
