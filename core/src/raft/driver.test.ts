@@ -143,6 +143,40 @@ describe('RaftDriver (3 nodes, in-memory transport, level on disk)', () => {
     }
   });
 
+  it('survives the leader stopping, and transfers leadership on request', async () => {
+    const hub = new MemoryHub();
+    let members: Member[] = [];
+    for (const id of ids) {
+      const dir = await mkdtemp(join(tmpdir(), `raft-driver-fo-${id}-`));
+      dirs.push(dir);
+      members.push(await start(hub, id, dir, true));
+    }
+    try {
+      await waitFor(() => members.some((m) => m.driver.status().state === 'leader'), 5000, 'a leader');
+      const first = members.find((m) => m.driver.status().state === 'leader')!;
+      await first.driver.propose(enc('a=1'));
+      hub.down.add(first.id);
+      await stopMember(first);
+      members = members.filter((m) => m !== first);
+      await waitFor(() => members.some((m) => m.driver.status().state === 'leader'), 5000, 'a new leader');
+      const [x, y] = members;
+      await waitFor(
+        () => x.driver.status().lead !== null && x.driver.status().lead === y.driver.status().lead,
+        3000,
+        'agreement',
+      );
+      const r = await x.driver.propose(enc('a=2'));
+      assert.equal(r.result, '1', 'the committed write survived the leader');
+      const follower = x.driver.status().state === 'leader' ? y : x;
+      await follower.driver.transferLeadership(follower.id, { timeoutMs: 3000 });
+      assert.equal(follower.driver.status().state, 'leader');
+      await follower.driver.propose(enc('a=3'));
+      await waitFor(() => x.kv.map.get('a') === '3' && y.kv.map.get('a') === '3', 3000, 'both to apply');
+    } finally {
+      for (const m of members) await stopMember(m);
+    }
+  });
+
   it('rejects proposals without a leader and after stop', async () => {
     const hub = new MemoryHub();
     const dir = await mkdtemp(join(tmpdir(), 'raft-driver-lone-'));
