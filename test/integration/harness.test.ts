@@ -171,6 +171,31 @@ describe('parseOwner', () => {
   });
 });
 
+describe('requireNetns', () => {
+  const REQUIRE_NETNS = fileURLToPath(new URL('../src/fixtures/require-netns.ts', import.meta.url));
+  // Without root, namespaces are unusable: run the check as user nobody.
+  const asNobody = (ci: string | undefined) =>
+    runCommand('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', NODE_BIN, REQUIRE_NETNS], {
+      env: { CI: ci },
+    });
+
+  it('gives a skip reason outside CI and fails in CI when namespaces are unusable', {
+    skip: skip ?? false,
+  }, async () => {
+    const local = await asNobody(undefined);
+    assert.deepEqual(JSON.parse(local.stdout), {
+      skip: 'network namespaces need root (run the tests as root)',
+    });
+    const ci = await asNobody('true');
+    assert.match(JSON.parse(ci.stdout).error, /cannot run in CI: network namespaces need root/);
+  });
+
+  it('says nothing when namespaces are usable', { skip: skip ?? false }, async () => {
+    const r = await runCommand(NODE_BIN, [REQUIRE_NETNS], { env: { CI: 'true' } });
+    assert.deepEqual(JSON.parse(r.stdout), { skip: null }, r.stderr);
+  });
+});
+
 // --- Network namespaces -----------------------------------------------------------------------------------
 
 interface ProbeEvent {
