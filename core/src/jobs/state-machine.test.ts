@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { encode, ProtocolError } from '../../../protocol/src/codec.ts';
-import type { JobCommandInput, JobSpecInput } from '../../../protocol/src/job.ts';
+import { JOB_LIMITS, type JobCommandInput, type JobSpecInput } from '../../../protocol/src/job.ts';
 import { type ApplyResult, JobStateMachine, retryDelayMs, STATE_LIMITS } from './state-machine.ts';
 
 const GiB = 1024 ** 3;
@@ -443,6 +444,45 @@ describe('reads', () => {
   });
 });
 
+describe('wasm modules', () => {
+  const module = new Uint8Array(JOB_LIMITS.maxWasmModuleBytes).fill(7);
+  const wasmSpec = (): JobSpecInput => ({
+    name: 'w',
+    executor: 'wasm',
+    wasm: { bytes: module },
+    resources: { cpus: 0.5, memoryBytes: 64 * 1024 * 1024 },
+  });
+
+  it('a finished job keeps only the module hash', () => {
+    const sm = new JobStateMachine();
+    ok(sm.apply({ type: 'submitJob', jobId: 'w1', spec: wasmSpec(), submitter: 'a', at: 1 }));
+    assert.equal(sm.stats().activeWasmBytes, module.byteLength);
+    assert.equal(sm.taskRunSpec('w1/0')!.wasm!.bytes!.byteLength, module.byteLength);
+    const copy = new JobStateMachine();
+    copy.restore(sm.snapshot());
+    assert.deepEqual(copy.stats(), sm.stats(), 'restore recounts the module bytes of unfinished jobs');
+    ok(sm.apply(assign('w1/0', 1)));
+    ok(sm.apply(finished('w1/0', 1, 'succeeded')));
+    assert.deepEqual(sm.job('w1')!.spec.wasm, { sha256: createHash('sha256').update(module).digest('hex') });
+    assert.equal(sm.stats().activeWasmBytes, 0);
+    assert.ok(sm.snapshot().byteLength < 10_000, 'the snapshot does not carry the module');
+  });
+
+  it('bounds the inline module bytes held by unfinished jobs', () => {
+    const sm = new JobStateMachine();
+    const fit = Math.floor(STATE_LIMITS.maxActiveWasmBytes / module.byteLength);
+    for (let i = 0; i < fit; i++)
+      ok(sm.apply({ type: 'submitJob', jobId: `w${i}`, spec: wasmSpec(), submitter: 'a', at: i }));
+    refused(
+      sm.apply({ type: 'submitJob', jobId: 'over', spec: wasmSpec(), submitter: 'a', at: 1 }),
+      'CAPACITY',
+      /inline WASM/,
+    );
+    ok(sm.apply({ type: 'cancelJob', jobId: 'w0', by: 'a', at: 2 }));
+    ok(sm.apply({ type: 'submitJob', jobId: 'over', spec: wasmSpec(), submitter: 'a', at: 3 }));
+  });
+});
+
 describe('retention', () => {
   it('evicts the oldest finished jobs beyond the retained-task bound, never unfinished ones', () => {
     const sm = new JobStateMachine();
@@ -548,7 +588,16 @@ describe('snapshot / restore', () => {
     const sm = busyMachine();
     sm.restore(empty);
     assert.deepEqual(sm.jobs(), []);
-    assert.deepEqual(sm.stats(), { jobs: 0, tasks: 0, queued: 0, live: 0, activeTasks: 0, finishedJobs: 0 });
+    assert.deepEqual(sm.stats(), {
+      jobs: 0,
+      tasks: 0,
+      queued: 0,
+      live: 0,
+      activeTasks: 0,
+      activeJobs: 0,
+      activeWasmBytes: 0,
+      finishedJobs: 0,
+    });
   });
 
   it('refuses garbage and inconsistent snapshots with ProtocolError, keeping the current state', () => {

@@ -9,6 +9,7 @@
  * caller gets `stale: true` and should stop that container.
  */
 
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { decode, encode, ProtocolError } from '../../../protocol/src/codec.ts';
 import {
@@ -40,6 +41,13 @@ import type { Assignment, QueuedTask, RunningTask } from './types.ts';
 export const STATE_LIMITS = {
   /** Tasks not yet finished (queued, assigned, running) across the cluster; further submits are refused. */
   maxActiveTasks: 500_000,
+  /** Jobs not yet finished across the cluster; further submits are refused. */
+  maxActiveJobs: 20_000,
+  /**
+   * Inline WASM module bytes held by unfinished jobs. A finished job keeps only the module's sha-256, so
+   * retained history does not hold modules.
+   */
+  maxActiveWasmBytes: 512 * 1024 * 1024,
   /** Finished (succeeded / failed / cancelled) jobs kept for inspection; the oldest finished are dropped. */
   maxRetainedFinishedJobs: 10_000,
   /** Tasks of finished jobs kept; the oldest finished jobs are dropped beyond this too. */
@@ -228,6 +236,18 @@ function isFresh(t: TaskRecord, submittedAt: number): boolean {
   return t.state === 'queued' && t.attempt === 0 && t.notBefore === 0 && t.updatedAt === submittedAt;
 }
 
+function inlineWasmBytes(spec: JobSpec): number {
+  return spec.wasm?.bytes?.byteLength ?? 0;
+}
+
+/** A finished job's spec keeps its module's hash, not the module: nothing will run it again. */
+function withoutWasmBytes(spec: JobSpec): JobSpec {
+  const bytes = spec.wasm?.bytes;
+  if (bytes === undefined) return spec;
+  const sha256 = spec.wasm?.sha256 ?? createHash('sha256').update(bytes).digest('hex');
+  return { ...spec, wasm: { sha256 } };
+}
+
 /** Keep the end of an output tail, never splitting a surrogate pair. */
 function cutTail(s: string): string {
   if (s.length <= STATE_LIMITS.storedTailChars) return s;
@@ -322,6 +342,8 @@ export class JobStateMachine {
   private finishedOrder: string[] = [];
   private finishedTaskTotal = 0;
   private activeTaskTotal = 0;
+  private activeJobTotal = 0;
+  private activeWasmBytes = 0;
   private modes = new Map<string, NodeMode>();
   private nextSeq = 0;
 
@@ -367,6 +389,22 @@ export class JobStateMachine {
           `the limit is ${STATE_LIMITS.maxActiveTasks}`,
       );
     }
+    if (this.activeJobTotal + 1 > STATE_LIMITS.maxActiveJobs) {
+      return fail(
+        'CAPACITY',
+        `the cluster has ${this.activeJobTotal} unfinished jobs, the limit is ${STATE_LIMITS.maxActiveJobs}`,
+      );
+    }
+    const wasmBytes = inlineWasmBytes(cmd.spec);
+    if (wasmBytes > 0 && this.activeWasmBytes + wasmBytes > STATE_LIMITS.maxActiveWasmBytes) {
+      return fail(
+        'CAPACITY',
+        `unfinished jobs already hold ${this.activeWasmBytes} bytes of inline WASM modules; ` +
+          `this job adds ${wasmBytes}, the limit is ${STATE_LIMITS.maxActiveWasmBytes}`,
+      );
+    }
+    this.activeJobTotal++;
+    this.activeWasmBytes += wasmBytes;
     const job: JobRecord = {
       id: cmd.jobId,
       seq: this.nextSeq++,
@@ -597,6 +635,9 @@ export class JobStateMachine {
     const c = job.counts;
     if (job.finishedAt !== null || c.succeeded + c.failed + c.cancelled !== job.taskCount) return [];
     job.finishedAt = at;
+    this.activeJobTotal--;
+    this.activeWasmBytes -= inlineWasmBytes(job.spec);
+    job.spec = withoutWasmBytes(job.spec);
     this.finishedOrder.push(job.id);
     this.finishedTaskTotal += job.taskCount;
     const effects: JobEffect[] = [{ type: 'jobFinished', jobId: job.id, state: jobStateOf(job) }];
@@ -779,6 +820,8 @@ export class JobStateMachine {
     queued: number;
     live: number;
     activeTasks: number;
+    activeJobs: number;
+    activeWasmBytes: number;
     finishedJobs: number;
   } {
     let live = 0;
@@ -789,6 +832,8 @@ export class JobStateMachine {
       queued: this.queued.size,
       live,
       activeTasks: this.activeTaskTotal,
+      activeJobs: this.activeJobTotal,
+      activeWasmBytes: this.activeWasmBytes,
       finishedJobs: this.finishedOrder.length,
     };
   }
@@ -877,6 +922,10 @@ export class JobStateMachine {
       }
       if (stored !== j.tasks.length) throw corrupt(`job ${j.id} lists tasks out of order or out of range`);
       if (job.finishedAt !== null) next.finishedTaskTotal += job.taskCount;
+      else {
+        next.activeJobTotal++;
+        next.activeWasmBytes += inlineWasmBytes(job.spec);
+      }
     }
     for (const id of snap.finishedOrder) {
       const job = next.jobsById.get(id);
@@ -892,6 +941,8 @@ export class JobStateMachine {
     this.finishedOrder = next.finishedOrder;
     this.finishedTaskTotal = next.finishedTaskTotal;
     this.activeTaskTotal = next.activeTaskTotal;
+    this.activeJobTotal = next.activeJobTotal;
+    this.activeWasmBytes = next.activeWasmBytes;
     this.modes = next.modes;
     this.nextSeq = next.nextSeq;
   }
