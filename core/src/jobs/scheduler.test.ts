@@ -121,6 +121,14 @@ describe('fit', () => {
     assert.match(r.unplaced[0].reason, /1 at their task limit/);
   });
 
+  it('counts a node listed twice only once', () => {
+    const r = run({
+      nodes: [node('a', { maxConcurrent: 2 }), node('a', { maxConcurrent: 2 })],
+      tasks: tasks(4),
+    });
+    assert.equal(r.assignments.length, 2);
+  });
+
   it('uses only up and active nodes', () => {
     const r = run({
       nodes: [

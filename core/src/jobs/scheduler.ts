@@ -15,10 +15,13 @@
  *    with the fewest free matching GPUs that still fits, so whole GPU nodes stay free for big requests;
  *  - no reservations: when a high-priority task fits nowhere, lower-priority tasks that fit still go.
  *
- * Speed: tasks are grouped by shape (executor + constraints + resources); each shape keeps its own heap of
- * candidate nodes, built once, so placing a task costs O(log nodes) instead of a scan. Free capacity only
- * shrinks during a round, so a node that stops fitting a shape is dropped from that shape for good, and a
- * shape with no candidate left makes all of its remaining tasks unplaced at once.
+ * Speed: tasks are grouped by shape (executor + constraints + resources). CPU shapes search a heap of the
+ * nodes that could ever take them (shared by every shape with the same such set, re-ordered in place when a
+ * placement raises a node's load), best-first, so a placement costs O(log nodes) rather than a scan. Free
+ * capacity only shrinks during a round, so a node that stops fitting a shape is skipped for good, a heap
+ * remembers bounds on its members' free capacity (hopeless shapes fail in O(1)), and a shape with no
+ * candidate left makes all of its remaining tasks unplaced at once. The round also stops as soon as no
+ * active node has a free task slot.
  */
 import type {
   Assignment,
@@ -683,7 +686,10 @@ function hold(n: NodeState, r: RunningTask): void {
 
 export function schedule(input: ScheduleInput, opts: ScheduleOptions = {}): ScheduleResult {
   const maxAssignments = opts.maxAssignments ?? Number.POSITIVE_INFINITY;
-  const all = input.nodes.map(nodeState);
+  // A node listed twice would have its capacity counted twice: the first entry wins.
+  const seenIds = new Set<string>();
+  const uniqueNodes = input.nodes.filter((n) => !seenIds.has(n.id) && seenIds.add(n.id) !== undefined);
+  const all = uniqueNodes.map(nodeState);
   const active = all.filter((n) => n.node.up && n.node.mode === 'active');
   const byId = new Map<string, NodeState>();
   for (const n of active) byId.set(n.node.id, n);
