@@ -326,6 +326,8 @@ function installHooks(): void {
 // createNetwork
 
 let networkSeq = 0;
+/** Whether this process has already removed leftovers of crashed runs (done once, before its first network). */
+let staleCleaned = false;
 
 export async function createNetwork(opts: NetworkOptions): Promise<Network> {
   if (!NAME_RE.test(opts.name))
@@ -335,6 +337,7 @@ export async function createNetwork(opts: NetworkOptions): Promise<Network> {
   }
   const subnet = opts.subnet ?? DEFAULT_SUBNET;
   const { base, bits } = parseSubnet(subnet, opts.hosts);
+  if (!staleCleaned) cleanupStale();
   const prefix = `${RUN_PREFIX}-${(networkSeq++).toString(36)}-${opts.name}`;
   const bridgeNs = `${prefix}-br`;
   const hosts: Host[] = Array.from({ length: opts.hosts }, (_, i) => ({
@@ -653,6 +656,7 @@ export interface CleanupReport {
  * live runs (this one, or a concurrent test file) are left alone.
  */
 export function cleanupStale(): CleanupReport {
+  staleCleaned = true;
   const stale = listNamespaces().filter((ns) => {
     if (!ns.startsWith(GLOBAL_PREFIX)) return false;
     const owner = parseOwner(ns);
@@ -688,7 +692,7 @@ let netnsCheck: string | null | undefined;
 export function requireNetns(): string | undefined {
   if (netnsCheck === undefined) {
     netnsCheck = probeNetns();
-    if (netnsCheck === null) cleanupStale();
+    if (netnsCheck === null && !staleCleaned) cleanupStale();
   }
   if (netnsCheck === null) return undefined;
   if (process.env.CI === 'true') throw new Error(`network-namespace tests cannot run in CI: ${netnsCheck}`);
