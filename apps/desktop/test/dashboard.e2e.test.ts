@@ -302,6 +302,8 @@ describe('desktop dashboard against a real daemon', { skip, timeout: 120_000 }, 
     await page.waitForSelector(
       '#contribute-switch[data-state="off"], #contribute-switch[data-state="draining"]',
     );
+    // The status view says why: the node's pausedReason, live from the event stream.
+    await page.locator('#paused-reason', { hasText: /snooze/i }).waitFor();
     await shot('paused');
 
     await page.click('#contribute-switch');
@@ -350,6 +352,69 @@ describe('desktop dashboard against a real daemon', { skip, timeout: 120_000 }, 
       30_000,
     );
     await shot('history');
+  });
+
+  it('"Stop now" stops a running task at once', async (t) => {
+    const marker = `e2e-stop-${Date.now()}`;
+    const { stdout } = await execFileAsync(
+      nodeBin,
+      [
+        meshrunBin,
+        'run',
+        '--data-dir',
+        daemon.dataDir,
+        '--detach',
+        '--name',
+        marker,
+        '--cpus',
+        '0.5',
+        '--memory',
+        '64M',
+        'meshrun-test/busybox:1',
+        '--',
+        'sh',
+        '-c',
+        'while true; do echo still-running; sleep 1; done',
+      ],
+      { timeout: 30_000 },
+    );
+    const jobId = stdout.trim().split(/\s+/).pop()!;
+    await openView('tasks');
+    await page.locator('#tasks-table tr[data-task]', { hasText: marker }).waitFor({ timeout: 30_000 });
+
+    await page.click('#contribute-switch');
+    await page.waitForSelector('#pause-dialog[open]');
+    await page.selectOption('#snooze', ''); // until I resume
+    await page.click('#pause-now');
+    await eventually(
+      'task stopped on this node',
+      () => rpc<unknown[]>('tasks.local'),
+      (tasks) => tasks.length === 0,
+    );
+    // The view learns it only from the event stream (no polling), so it needs the node to announce the end.
+    await t.test(
+      'the running-tasks view drops the stopped task',
+      { todo: 'the daemon emits no `task` event when a run is stopped/requeued (only for finished ones)' },
+      async () => {
+        await page.waitForFunction(
+          () => document.querySelectorAll('#tasks-table tr[data-task]').length === 0,
+          undefined,
+          { timeout: 5_000 },
+        );
+      },
+    );
+    assert.notEqual((await rpc<Status>('status')).mode, 'active');
+
+    // So it does not come back after resume (it may already have ended as failed: then cancel is refused).
+    await execFileAsync(nodeBin, [meshrunBin, 'cancel', jobId, '--data-dir', daemon.dataDir], {
+      timeout: 20_000,
+    }).catch(() => undefined);
+    await page.click('#contribute-switch');
+    await eventually(
+      'resumed',
+      () => rpc<Status>('status'),
+      (s) => s.mode === 'active',
+    );
   });
 
   it('saving preferences changes the capacity the node advertises', async () => {
