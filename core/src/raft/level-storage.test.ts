@@ -3,8 +3,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import fc from 'fast-check';
 import { Level } from 'level';
 import { entryKey, LevelRaftStorage, RaftStorageCorruptError } from './level-storage.ts';
+import { MemoryStorage } from './storage.ts';
 import type { Entry } from './types.ts';
 
 const dirs: string[] = [];
@@ -143,5 +145,88 @@ describe('LevelRaftStorage', () => {
     assert.equal(s2.lastIndex(), 3);
     await jsonDb.close();
     await db.close();
+  });
+
+  it('behaves like MemoryStorage over random save/snapshot/compact sequences, also after reopening (property)', async () => {
+    type Op =
+      | { kind: 'append'; back: number; count: number; termBump: boolean }
+      | { kind: 'snapshot'; back: number }
+      | { kind: 'compact'; back: number }
+      | { kind: 'install'; ahead: number }
+      | { kind: 'reopen' };
+    const opArb: fc.Arbitrary<Op> = fc.oneof(
+      fc.record({
+        kind: fc.constant('append' as const),
+        back: fc.nat(3),
+        count: fc.integer({ min: 1, max: 4 }),
+        termBump: fc.boolean(),
+      }),
+      fc.record({ kind: fc.constant('snapshot' as const), back: fc.nat(3) }),
+      fc.record({ kind: fc.constant('compact' as const), back: fc.nat(3) }),
+      fc.record({ kind: fc.constant('install' as const), ahead: fc.integer({ min: 1, max: 5 }) }),
+      fc.constant({ kind: 'reopen' as const }),
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 25 }), async (ops) => {
+        const { dir, db: db0 } = await freshDb();
+        let db = db0;
+        let s = await LevelRaftStorage.open(db);
+        const model = new MemoryStorage();
+        let term = 1;
+        const conf = { voters: ['a'], learners: [] as string[] };
+        try {
+          for (const op of ops) {
+            if (op.kind === 'append') {
+              if (op.termBump) term++;
+              const start = Math.max(model.firstIndex(), model.lastIndex() + 1 - op.back);
+              const es = ents(start, start + op.count - 1, term);
+              await s.save({ term, vote: null, commit: 0 }, es);
+              model.append(es);
+            } else if (op.kind === 'snapshot') {
+              const idx = model.lastIndex() - op.back;
+              if (idx <= model.snapshot().index || idx < model.firstIndex()) continue;
+              await s.createSnapshot(idx, conf, new Uint8Array([idx & 255]));
+              model.createSnapshot(idx, conf, new Uint8Array([idx & 255]));
+            } else if (op.kind === 'compact') {
+              const idx = model.snapshot().index - op.back;
+              if (idx < model.firstIndex()) continue;
+              await s.compact(idx);
+              model.compact(idx);
+            } else if (op.kind === 'install') {
+              term++;
+              const snap = { index: model.lastIndex() + op.ahead, term, conf, data: new Uint8Array([9]) };
+              await s.save({ term, vote: null, commit: snap.index }, [], snap);
+              model.applySnapshot(snap);
+              model.setHardState({ term, vote: null, commit: snap.index });
+            } else {
+              await db.close();
+              db = new Level<string, Uint8Array>(dir, { keyEncoding: 'utf8', valueEncoding: 'view' });
+              s = await LevelRaftStorage.open(db);
+            }
+            assert.equal(s.firstIndex(), model.firstIndex());
+            assert.equal(s.lastIndex(), model.lastIndex());
+            assert.equal(s.snapshot().index, model.snapshot().index);
+            for (let i = model.firstIndex() - 1; i <= model.lastIndex(); i++)
+              assert.equal(s.term(i), model.term(i), `term(${i})`);
+          }
+          await db.close();
+          db = new Level<string, Uint8Array>(dir, { keyEncoding: 'utf8', valueEncoding: 'view' });
+          const re = await LevelRaftStorage.open(db);
+          assert.equal(re.firstIndex(), model.firstIndex());
+          assert.equal(re.lastIndex(), model.lastIndex());
+          if (model.lastIndex() >= model.firstIndex()) {
+            const a = re.entries(model.firstIndex(), model.lastIndex() + 1, Number.MAX_SAFE_INTEGER);
+            const b = model.entries(model.firstIndex(), model.lastIndex() + 1, Number.MAX_SAFE_INTEGER);
+            assert.deepEqual(
+              a.map((x) => [x.index, x.term, x.type, [...x.data]]),
+              b.map((x) => [x.index, x.term, x.type, [...x.data]]),
+            );
+          }
+        } finally {
+          await db.close();
+        }
+      }),
+      { numRuns: 40, seed: 20260101 },
+    );
   });
 });
