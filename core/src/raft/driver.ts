@@ -50,6 +50,11 @@ export interface RaftDriverOptions {
   keepEntries?: number;
   maxSizePerMsg?: number;
   maxInflight?: number;
+  /**
+   * Ticks the leader waits for a follower to acknowledge an InstallSnapshot before sending it again
+   * (default 5 election timeouts). Raise it when snapshots are large and links slow.
+   */
+  snapshotTimeoutTicks?: number;
   /** Max proposals/reads/membership changes waiting for an answer; more are rejected at once. */
   maxPending?: number;
   /** Default timeout for propose/read/membership changes. */
@@ -136,6 +141,7 @@ export class RaftDriver {
       keepEntries: o.keepEntries ?? 1000,
       maxSizePerMsg: o.maxSizePerMsg ?? 1024 * 1024,
       maxInflight: o.maxInflight ?? 256,
+      snapshotTimeoutTicks: o.snapshotTimeoutTicks ?? (o.electionTick ?? 10) * 5,
       maxPending: o.maxPending ?? 10_000,
       defaultTimeoutMs: o.defaultTimeoutMs ?? 5000,
     };
@@ -154,6 +160,7 @@ export class RaftDriver {
       checkQuorum: true,
       maxSizePerMsg: this.opts.maxSizePerMsg,
       maxInflight: this.opts.maxInflight,
+      snapshotTimeoutTicks: this.opts.snapshotTimeoutTicks,
       applied: snap.index,
     });
   }
