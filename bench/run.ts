@@ -10,6 +10,7 @@ const sections: Record<string, () => Promise<Section>> = {
   foundation: async () => (await import('./foundation.ts')).benchFoundation,
   scheduler: async () => (await import('./scheduler.ts')).benchScheduler,
   executors: async () => (await import('./executors.ts')).benchExecutors,
+  raft: async () => (await import('./raft.ts')).benchRaft,
 };
 const optional = new Set(['scale']);
 

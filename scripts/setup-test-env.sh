@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
-apt_pkgs=(docker.io busybox-static docker-registry wabt chromium redis-server etcd-server etcd-client iproute2 procps)
+apt_pkgs=(docker.io busybox-static docker-registry wabt chromium redis-server etcd-server etcd-client iproute2 iptables util-linux procps)
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

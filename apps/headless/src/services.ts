@@ -37,9 +37,12 @@ export async function startNodeServices(daemon: Daemon): Promise<NodeServices> {
     log: log.child({ mod: 'raft' }),
   });
 
-  const executors: Partial<Record<'docker' | 'wasm', Executor>> = { wasm: new WasmExecutor() };
+  const wasm = new WasmExecutor();
+  await wasm.cleanupLeftovers().catch(() => 0);
+  const executors: Partial<Record<'docker' | 'wasm', Executor>> = { wasm };
   if (daemon.hardware().docker.available) {
-    const docker = new DockerExecutor({ nodeId: node.peerId });
+    const nvidia = daemon.hardware().gpus.filter((g) => g.vendor === 'nvidia').length;
+    const docker = new DockerExecutor({ nodeId: node.peerId, gpus: nvidia > 0 ? { nvidia } : {} });
     // Containers of ours left by a crash of this node are gone before we take new work.
     const removed = await docker.cleanupLeftovers().catch((err: Error) => {
       log.warn({ err: err.message }, 'could not clean up leftover containers');
@@ -55,6 +58,7 @@ export async function startNodeServices(daemon: Daemon): Promise<NodeServices> {
     log: log.child({ mod: 'cluster' }),
     driver,
     machine,
+    stateMachine,
     targetVoters: config.voters,
     onChange: () => daemon.refreshAdvertisement(),
   });

@@ -6,7 +6,14 @@
  */
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { decode, encode, type JobCommandInput, JobCommandSchema, RPC_ERRORS } from '@meshrun/protocol';
+import {
+  decode,
+  decodeUnchecked,
+  encode,
+  type JobCommandInput,
+  JobCommandSchema,
+  RPC_ERRORS,
+} from '@meshrun/protocol';
 import type { Level } from 'level';
 import type { Logger } from 'pino';
 import { z } from 'zod';
@@ -36,6 +43,8 @@ export interface ClusterServiceOptions {
   log: Logger;
   driver: ConsensusDriver;
   machine: JobStateMachine;
+  /** The replicated state machine (for the key-value RPCs). */
+  stateMachine: JobLogStateMachine;
   targetVoters: number;
   /** Fired whenever leader, term or role change (the daemon re-advertises). */
   onChange?: () => void;
@@ -54,35 +63,72 @@ export function clusterIdOf(voters: string[]): string {
     .slice(0, 16);
 }
 
+/** Bounds of the small replicated key-value map (used for benchmarks and linearizability checks). */
+export const KV_LIMITS = { maxKeys: 100_000, maxKeyLength: 256, maxValueBytes: 64 * 1024 } as const;
+
+const KvPutSchema = z.object({
+  kv: z.literal('put'),
+  key: z.string().min(1).max(KV_LIMITS.maxKeyLength),
+  value: z.instanceof(Uint8Array).refine((v) => v.byteLength <= KV_LIMITS.maxValueBytes, 'value too large'),
+});
+const SnapshotSchema = z.object({
+  v: z.literal(2),
+  jobs: z.instanceof(Uint8Array),
+  kv: z.array(z.tuple([z.string(), z.instanceof(Uint8Array)])).max(KV_LIMITS.maxKeys),
+});
+
 /**
- * The Raft state machine adapter: log entries carry CBOR-encoded job commands; applying one runs the pure job
- * state machine and tells listeners what happened.
+ * The Raft state machine adapter: log entries carry CBOR-encoded job commands (or small key-value puts);
+ * applying one runs the pure job state machine and tells listeners what happened. Deterministic: every node
+ * applying the same entries ends in the same state, and a bad entry is refused the same way everywhere.
  */
 export class JobLogStateMachine {
   readonly applied = new EventEmitter();
   readonly machine: JobStateMachine;
+  /** Insertion-ordered, so eviction past the key limit is the same on every node. */
+  readonly kv = new Map<string, Uint8Array>();
   constructor(machine: JobStateMachine) {
     this.machine = machine;
     this.applied.setMaxListeners(100);
   }
-  apply(entry: Entry | Uint8Array): ApplyResult {
+  apply(entry: Entry | Uint8Array): ApplyResult | { ok: true; kv: true } {
     const data = entry instanceof Uint8Array ? entry : entry.data;
-    let cmd: JobCommandInput;
+    let raw: unknown;
     try {
-      cmd = decode(JobCommandSchema, data) as JobCommandInput;
+      raw = decodeUnchecked(data);
     } catch (err) {
-      // Every node rejects the same bad entry the same way: state stays identical everywhere.
       return { ok: false, code: 'INVALID', error: (err as Error).message, stale: false };
     }
+    if (raw && typeof raw === 'object' && 'kv' in raw) {
+      const put = KvPutSchema.safeParse(raw);
+      if (!put.success)
+        return { ok: false, code: 'INVALID', error: 'malformed key-value entry', stale: false };
+      this.kv.delete(put.data.key);
+      this.kv.set(put.data.key, put.data.value);
+      if (this.kv.size > KV_LIMITS.maxKeys) this.kv.delete(this.kv.keys().next().value!);
+      return { ok: true, kv: true };
+    }
+    const parsed = JobCommandSchema.safeParse(raw);
+    if (!parsed.success)
+      return {
+        ok: false,
+        code: 'INVALID',
+        error: parsed.error.issues[0]?.message ?? 'invalid command',
+        stale: false,
+      };
+    const cmd = parsed.data as JobCommandInput;
     const result = this.machine.apply(cmd);
     this.applied.emit('applied', cmd, result);
     return result;
   }
   snapshot(): Uint8Array {
-    return this.machine.snapshot();
+    return encode({ v: 2, jobs: this.machine.snapshot(), kv: [...this.kv.entries()] });
   }
   restore(data: Uint8Array): void {
-    this.machine.restore(data);
+    const snap = decode(SnapshotSchema, data);
+    this.machine.restore(snap.jobs);
+    this.kv.clear();
+    for (const [k, v] of snap.kv) this.kv.set(k, v);
     this.applied.emit('restored');
   }
 }
@@ -328,6 +374,30 @@ export class ClusterService implements CommandLog {
         }
         await this.#o.driver.proposeConfChange({ type: 'addLearner', node: id }, { timeoutMs: 5000 });
         return { clusterId: this.#clusterId };
+      },
+    );
+    rpc.register(
+      'kv.put',
+      z
+        .object({ key: z.string().min(1).max(KV_LIMITS.maxKeyLength), value: z.instanceof(Uint8Array) })
+        .strict(),
+      async ({ key, value }) => {
+        if (value.byteLength > KV_LIMITS.maxValueBytes)
+          throw new RpcFailure(RPC_ERRORS.badRequest, 'value too large');
+        if (!this.#o.driver.hasState())
+          throw new RpcFailure(RPC_ERRORS.unavailable, 'this node has not joined a cluster yet');
+        const { index } = await this.#o.driver.propose(encode({ kv: 'put', key, value }), {
+          timeoutMs: 10_000,
+        });
+        return { index };
+      },
+    );
+    rpc.register(
+      'kv.get',
+      z.object({ key: z.string().min(1).max(KV_LIMITS.maxKeyLength) }).strict(),
+      async ({ key }) => {
+        await this.readBarrier();
+        return { value: this.#o.stateMachine.kv.get(key) ?? null };
       },
     );
     rpc.register('cluster.transfer', z.object({ to: z.string().min(1).max(128) }).strict(), ({ to }) => {

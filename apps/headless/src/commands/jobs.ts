@@ -357,9 +357,10 @@ export function installJobCommands(program: Command, helpers: CliHelpers): void 
   program
     .command('cluster')
     .description('the Raft cluster: leader, term, commit/applied index, voters and learners')
-    .action(async (_o, cmd: Command) => {
+    .option('--local', "the answering node's own view (default: the leader's, which knows match indexes)")
+    .action(async (o, cmd: Command) => {
       await helpers.withClient(cmd, async (client, opts) => {
-        const s = (await client.call('cluster.status', {})) as {
+        const s = (await client.call('cluster.status', { local: Boolean(o.local) })) as {
           id: string;
           leader: string | null;
           term: number;

@@ -1,0 +1,142 @@
+// Raft on real daemons in network namespaces: a 3-voter cluster survives kill -9 of its leader and a
+// partition of its leader; the old leader steps down; after healing, logs converge; no acknowledged proposal
+// (a job submission that returned its ID) is ever lost.
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { after, before, describe, it } from 'node:test';
+import { type Cluster, type ClusterNode, startCluster } from '../src/cluster.ts';
+import { requireNetns } from '../src/netns.ts';
+import { runCli, waitFor } from '../src/proc.ts';
+
+const skip = requireNetns();
+type Json = Record<string, any>;
+
+async function cli(n: ClusterNode, args: string[], timeoutMs = 30_000) {
+  return runCli(['--data-dir', n.host.dataDir, ...args], { ns: n.host, timeoutMs });
+}
+async function cliJson(n: ClusterNode, args: string[]): Promise<Json> {
+  const r = await cli(n, [...args, '--json']);
+  if (r.code !== 0) throw new Error(`meshrun ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
+  return JSON.parse(r.stdout);
+}
+
+/** A proposal: a job that can never be placed (so it stays in the log, untouched by workers). */
+async function propose(n: ClusterNode, tag: string): Promise<string | null> {
+  const r = await cli(
+    n,
+    ['run', '--detach', '--name', tag, '--memory', '4096G', 'never/placed:1', '--', 'true'],
+    15_000,
+  );
+  return r.code === 0 ? r.stdout.trim() : null;
+}
+
+describe('raft on real processes', { skip, timeout: 300_000 }, () => {
+  let c: Cluster;
+  const acked: string[] = [];
+  const byId = new Map<string, ClusterNode>();
+
+  before(async () => {
+    const keyFile = `${mkdtempSync(`${tmpdir()}/meshrun-raft-`)}/cluster.key`;
+    assert.equal((await runCli(['keygen', keyFile])).code, 0);
+    c = await startCluster({
+      name: 'raft',
+      hosts: 3,
+      daemonArgs: (host) => [
+        '--data-dir',
+        host.dataDir,
+        '--cluster-key',
+        keyFile,
+        '--listen',
+        `/ip4/${host.ip}/tcp/4801`,
+      ],
+      readyLog: /listening on/,
+    });
+    await waitFor(
+      async () => {
+        const all = await Promise.all(c.nodes.map((n) => cliJson(n, ['cluster', '--local'])));
+        return all.every((s) => s.leader && s.leader === all[0]!.leader && s.voters.length === 3);
+      },
+      { timeoutMs: 30_000, intervalMs: 300, description: 'a 3-voter cluster' },
+    );
+    for (const n of c.nodes) byId.set((await cliJson(n, ['cluster', '--local'])).id, n);
+  });
+  after(async () => c?.destroy());
+
+  const leaderOf = async (n: ClusterNode) =>
+    (await cliJson(n, ['cluster', '--local'])).leader as string | null;
+
+  it('kill -9 of the leader: a new leader is elected and accepts proposals', async () => {
+    for (let i = 0; i < 5; i++) {
+      const id = await propose(c.nodes[i % 3]!, `before-kill-${i}`);
+      assert.ok(id, 'proposal accepted');
+      acked.push(id);
+    }
+    const old = byId.get((await leaderOf(c.nodes[0]!))!)!;
+    old.proc.kill('SIGKILL');
+    await old.proc.exited;
+    const survivor = c.nodes.find((n) => n !== old)!;
+    await waitFor(
+      async () => {
+        const l = await leaderOf(survivor);
+        return l && byId.get(l) !== old;
+      },
+      { timeoutMs: 15_000, description: 'a new leader' },
+    );
+    const id = await waitFor(() => propose(survivor, 'after-kill'), {
+      timeoutMs: 10_000,
+      description: 'a proposal to be accepted',
+    });
+    acked.push(id);
+    await old.restart();
+  });
+
+  it('partition of the leader: the majority elects a leader, the old one steps down; heal: logs converge', async () => {
+    const old = byId.get((await waitFor(() => leaderOf(c.nodes[0]!), { description: 'a leader' }))!)!;
+    const rest = c.nodes.filter((n) => n !== old);
+    await c.network.partition(
+      [old.host],
+      rest.map((n) => n.host),
+    );
+    try {
+      await waitFor(
+        async () => {
+          const l = await leaderOf(rest[0]!);
+          return l && byId.get(l) !== old && (await leaderOf(rest[1]!)) === l;
+        },
+        { timeoutMs: 20_000, description: 'the majority to elect a new leader' },
+      );
+      await waitFor(async () => (await cliJson(old, ['cluster', '--local'])).role !== 'leader', {
+        timeoutMs: 20_000,
+        description: 'the isolated old leader to step down (check-quorum)',
+      });
+      // The minority side cannot commit anything.
+      assert.equal(await propose(old, 'minority'), null, 'the isolated node must not acknowledge a proposal');
+      for (let i = 0; i < 5; i++) {
+        const id = await propose(rest[i % 2]!, `during-partition-${i}`);
+        assert.ok(id);
+        acked.push(id);
+      }
+    } finally {
+      await c.network.heal();
+    }
+    // Converged: same commit index and the same job list everywhere.
+    await waitFor(
+      async () => {
+        const st = await Promise.all(c.nodes.map((n) => cliJson(n, ['cluster', '--local'])));
+        return st.every(
+          (s) => s.commit === st[0]!.commit && s.applied === st[0]!.applied && s.leader === st[0]!.leader,
+        );
+      },
+      { timeoutMs: 30_000, intervalMs: 500, description: 'logs to converge' },
+    );
+    const lists = await Promise.all(
+      c.nodes.map(async (n) =>
+        (await cliJson(n, ['jobs', '--limit', '10000'])).map((j: Json) => j.jobId).sort(),
+      ),
+    );
+    assert.deepEqual(lists[1], lists[0]);
+    assert.deepEqual(lists[2], lists[0]);
+    for (const id of acked) assert.ok(lists[0]!.includes(id), `acknowledged proposal ${id} survived`);
+  });
+});
