@@ -21,15 +21,26 @@ after(async () => {
 class MemoryHub {
   handlers = new Map<NodeId, (from: NodeId, msg: Message) => void>();
   down = new Set<NodeId>();
+  snapshotsDelivered = 0;
   transport(id: NodeId): RaftTransport {
     return {
-      send: (to, msg) => {
-        if (this.down.has(id) || this.down.has(to)) return;
-        setImmediate(() => {
-          if (this.down.has(id) || this.down.has(to)) return;
-          this.handlers.get(to)?.(id, msg);
-        });
-      },
+      // Settles once delivered (or refused), like a stream write; the driver uses it for snapshots.
+      send: (to, msg) =>
+        new Promise<void>((resolve, reject) => {
+          if (this.down.has(id) || this.down.has(to)) {
+            reject(new Error(`${to} unreachable`));
+            return;
+          }
+          setImmediate(() => {
+            if (this.down.has(id) || this.down.has(to)) {
+              reject(new Error(`${to} unreachable`));
+              return;
+            }
+            if (msg.type === 'snapshot') this.snapshotsDelivered++;
+            this.handlers.get(to)?.(id, msg);
+            resolve();
+          });
+        }),
       onMessage: (h) => {
         this.handlers.set(id, h);
       },
@@ -135,6 +146,7 @@ describe('RaftDriver (3 nodes, in-memory transport, level on disk)', () => {
       members[members.indexOf(other)] = back;
       hub.down.delete(other.id);
       await waitFor(() => back.kv.map.get('k39') === '39', 5000, 'the restarted node to catch up');
+      assert.ok(hub.snapshotsDelivered > 0, 'the log was compacted, so it caught up from a snapshot');
       assert.equal(back.kv.map.get('color'), 'blue');
       await back.driver.read();
       assert.deepEqual([...back.kv.map].sort(), [...leader.kv.map].sort());

@@ -23,8 +23,12 @@ import type { ConfChange, ConfState, Entry, Message, NodeId, Ready, Status } fro
 import { decodeConfChange, RaftError } from './types.ts';
 
 export interface RaftTransport {
-  /** Best effort; may throw if the peer is unreachable (the driver then stops streaming to it). */
-  send(to: NodeId, msg: Message): void;
+  /**
+   * Best effort. May throw if the peer is unreachable (the driver then stops streaming to it). May return a
+   * promise settling when the message was handed to the peer (or failed): for snapshots the driver uses it
+   * to resume replication as soon as the snapshot is through, instead of waiting for a timeout.
+   */
+  send(to: NodeId, msg: Message): void | Promise<void>;
   /** `from` is the authenticated sender (libp2p peer id); messages whose `msg.from` differs are dropped. */
   onMessage(handler: (from: NodeId, msg: Message) => void): void;
 }
@@ -239,13 +243,7 @@ export class RaftDriver {
     }
     if (this.stopped) return;
     // 2. Send.
-    for (const m of rd.messages) {
-      try {
-        this.transport.send(m.to, m);
-      } catch {
-        this.node.reportUnreachable(m.to);
-      }
-    }
+    for (const m of rd.messages) this.sendOne(m);
     // 3. Apply.
     if (rd.snapshot) {
       this.sm.restore(rd.snapshot.data);
@@ -262,6 +260,31 @@ export class RaftDriver {
     this.node.advance(rd);
     this.releaseReads();
     await this.maybeSnapshot();
+  }
+
+  private sendOne(m: Message): void {
+    let sent: void | Promise<void>;
+    try {
+      sent = this.transport.send(m.to, m);
+    } catch {
+      this.node.reportUnreachable(m.to);
+      return;
+    }
+    if (!(sent instanceof Promise)) return;
+    sent.then(
+      () => {
+        if (m.type === 'snapshot' && !this.stopped) {
+          this.node.reportSnapshot(m.to, true);
+          this.kick();
+        }
+      },
+      () => {
+        if (this.stopped) return;
+        if (m.type === 'snapshot') this.node.reportSnapshot(m.to, false);
+        else this.node.reportUnreachable(m.to);
+        this.kick();
+      },
+    );
   }
 
   private applyEntry(e: Entry): void {
