@@ -292,6 +292,26 @@ describe('scoring', () => {
     assert.deepEqual(perNode(r), { cpu: 6 });
   });
 
+  it('spills CPU work onto GPU nodes only once the others are full, without slowing down', () => {
+    const nodes = [
+      ...Array.from({ length: 300 }, (_, i) => node(`cpu${i}`, { maxConcurrent: 20 })),
+      ...Array.from({ length: 300 }, (_, i) =>
+        node(`gpu${i}`, {
+          maxConcurrent: 20,
+          capacity: { cpus: 8, memoryBytes: 16 * GiB, diskBytes: 0, gpus: gpus(1) },
+        }),
+      ),
+    ];
+    const started = performance.now();
+    const r = run({ nodes, tasks: tasks(9_000, { resources: { cpus: 0.1, memoryBytes: 1 } }) });
+    const ms = performance.now() - started;
+    const counts = perNode(r);
+    assert.equal(r.assignments.length, 9_000);
+    for (let i = 0; i < 300; i++) assert.equal(counts[`cpu${i}`], 20, `cpu${i} is full`);
+    assert.equal(Object.keys(counts).filter((id) => id.startsWith('gpu')).length, 300, 'the spill is spread');
+    assert.ok(ms < 2000, `took ${ms.toFixed(0)} ms`);
+  });
+
   it('bin-packs GPU tasks onto the node with the fewest free GPUs', () => {
     const cap = (n: number) => ({ cpus: 32, memoryBytes: 64 * GiB, diskBytes: 0, gpus: gpus(n) });
     const r = run({

@@ -154,6 +154,11 @@ interface ShapeCandidates {
   best(): NodeState | null;
 }
 
+/** No task can fit: every task needs a slot and at least one milli-cpu. */
+function isFull(n: NodeState): boolean {
+  return n.freeSlots < 1 || n.freeMilliCpus < 1;
+}
+
 function nodeLess(a: NodeState, b: NodeState): boolean {
   if (a.tier !== b.tier) return a.tier < b.tier;
   if (a.load !== b.load) return a.load < b.load;
@@ -181,13 +186,13 @@ class ClassHeap {
   private maxFreeDisk = Number.POSITIVE_INFINITY;
 
   constructor(nodes: NodeState[], nodeCount: number) {
-    this.heap = nodes.slice();
+    this.heap = nodes.filter((n) => !isFull(n));
     this.pos = new Int32Array(nodeCount).fill(-1);
     this.heap.forEach((n, i) => {
       this.pos[n.index] = i;
     });
     for (let i = (this.heap.length >> 1) - 1; i >= 0; i--) this.siftDown(i);
-    for (const n of nodes) n.heaps.push(this);
+    for (const n of this.heap) n.heaps.push(this);
   }
 
   get size(): number {
@@ -204,10 +209,42 @@ class ClassHeap {
     );
   }
 
-  /** The node's load went up: move it down. */
+  /** The node's load went up: move it down, or out once it can take nothing at all. */
   increased(n: NodeState): void {
     const i = this.pos[n.index];
-    if (i >= 0) this.siftDown(i);
+    if (i < 0) return;
+    if (!isFull(n)) {
+      this.siftDown(i);
+      return;
+    }
+    // Full nodes would otherwise sit in every search's path (e.g. full nodes without GPUs ahead of
+    // every node with GPUs), and a full node never gets room back during a round.
+    const heap = this.heap;
+    const pos = this.pos;
+    const last = heap.pop()!;
+    pos[n.index] = -1;
+    if (i < heap.length) {
+      heap[i] = last;
+      pos[last.index] = i;
+      this.siftUp(i);
+      this.siftDown(pos[last.index]);
+    }
+  }
+
+  private siftUp(start: number): void {
+    const heap = this.heap;
+    const pos = this.pos;
+    let i = start;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (!nodeLess(heap[i], heap[parent])) return;
+      const tmp = heap[i];
+      heap[i] = heap[parent];
+      heap[parent] = tmp;
+      pos[heap[i].index] = i;
+      pos[heap[parent].index] = parent;
+      i = parent;
+    }
   }
 
   /**
