@@ -59,6 +59,11 @@ export interface RaftDriverOptions {
    * (default 5 election timeouts). Raise it when snapshots are large and links slow.
    */
   snapshotTimeoutTicks?: number;
+  /**
+   * Largest payload accepted by propose(). Keep it well under the wire limit for one message
+   * (protocol/src/raft.ts MAX_RAFT_ENTRY_BYTES): an entry the receivers refuse would stall replication.
+   */
+  maxProposalBytes?: number;
   /** Max proposals/reads/membership changes waiting for an answer; more are rejected at once. */
   maxPending?: number;
   /** Default timeout for propose/read/membership changes. */
@@ -70,7 +75,7 @@ export interface RaftDriverOptions {
 }
 
 export class RaftDriverError extends Error {
-  readonly code: 'NO_LEADER' | 'TIMEOUT' | 'STOPPED' | 'OVERLOADED' | 'REJECTED';
+  readonly code: 'NO_LEADER' | 'TIMEOUT' | 'STOPPED' | 'OVERLOADED' | 'REJECTED' | 'TOO_LARGE';
   constructor(code: RaftDriverError['code'], message: string) {
     super(message);
     this.name = 'RaftDriverError';
@@ -145,6 +150,7 @@ export class RaftDriver {
       keepEntries: o.keepEntries ?? 1000,
       maxSizePerMsg: o.maxSizePerMsg ?? 1024 * 1024,
       maxInflight: o.maxInflight ?? 256,
+      maxProposalBytes: o.maxProposalBytes ?? 1024 * 1024,
       snapshotTimeoutTicks: o.snapshotTimeoutTicks ?? (o.electionTick ?? 10) * 5,
       maxPending: o.maxPending ?? 10_000,
       defaultTimeoutMs: o.defaultTimeoutMs ?? 5000,
@@ -397,6 +403,14 @@ export class RaftDriver {
       this.checkUsable();
     } catch (err) {
       return Promise.reject(err);
+    }
+    if (payload.byteLength > this.opts.maxProposalBytes) {
+      return Promise.reject(
+        new RaftDriverError(
+          'TOO_LARGE',
+          `proposal of ${payload.byteLength} bytes exceeds ${this.opts.maxProposalBytes}`,
+        ),
+      );
     }
     const id = `${this.id}/${this.incarnation}/${++this.counter}`;
     const timeoutMs = options.timeoutMs ?? this.opts.defaultTimeoutMs;
