@@ -202,6 +202,10 @@ describe('RaftDriver (3 nodes, in-memory transport, level on disk)', () => {
       m.driver.read(),
       (e: unknown) => e instanceof RaftDriverError && e.code === 'NO_LEADER',
     );
+    await assert.rejects(
+      m.driver.propose(new Uint8Array(2 * 1024 * 1024)),
+      (e: unknown) => e instanceof RaftDriverError && e.code === 'TOO_LARGE',
+    );
     await stopMember(m);
     await assert.rejects(
       m.driver.propose(enc('a=1')),
