@@ -6,8 +6,9 @@
  * packaged app needs node_modules only for native modules (NATIVE_EXTERNALS), which electron-builder packs.
  * The preload is CommonJS because Electron's sandboxed preloads cannot be ES modules.
  */
-import { copyFile, mkdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { copyFile, mkdir, readFile, rm } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
 
 const here = import.meta.dirname;
@@ -18,12 +19,35 @@ const production = process.argv.includes('--production');
 const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length);
 
 /** Packages with native bindings: loaded from node_modules at run time, never bundled. */
-const NATIVE_EXTERNALS = ['electron', 'classic-level', 'cpu-features'];
+const NATIVE_EXTERNALS = ['electron', 'classic-level', 'cpu-features', 'ssh2'];
+/**
+ * The WASM executor starts its sandbox as a worker from a sibling source file (`./wasm-worker.ts`). In the
+ * bundle that file does not exist, so the worker is bundled as its own entry (out/wasm-worker.js) and the
+ * executor's reference is pointed at it. If the reference ever changes, the build fails instead of shipping
+ * an app whose WASM tasks cannot start.
+ */
+const WASM_WORKER_SOURCE = join(here, '../../core/src/executors/wasm-worker.ts');
+const WASM_WORKER_REF = "new URL('./wasm-worker.ts', import.meta.url)";
+const bundledWasmWorker: esbuild.Plugin = {
+  name: 'bundled-wasm-worker',
+  setup(build) {
+    build.onLoad({ filter: /[/\\]core[/\\]src[/\\]executors[/\\]wasm\.ts$/ }, async (args) => {
+      const source = await readFile(args.path, 'utf8');
+      if (!source.includes(WASM_WORKER_REF)) {
+        throw new Error(`${args.path} no longer contains ${WASM_WORKER_REF}; update build.ts`);
+      }
+      return {
+        contents: source.replace(WASM_WORKER_REF, "new URL('./wasm-worker.js', import.meta.url)"),
+        loader: 'ts',
+      };
+    });
+  },
+};
 /** CommonJS dependencies inside an ESM bundle still call require(); give them one. */
 const REQUIRE_SHIM =
   "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);";
 
-async function buildRenderer(): Promise<void> {
+export async function buildRenderer(): Promise<void> {
   await rm(rendererOut, { recursive: true, force: true });
   await mkdir(rendererOut, { recursive: true });
   await esbuild.build({
@@ -44,35 +68,54 @@ async function buildRenderer(): Promise<void> {
   );
 }
 
-async function buildMain(): Promise<void> {
-  await mkdir(mainOut, { recursive: true });
-  const common: esbuild.BuildOptions = {
-    bundle: true,
-    platform: 'node',
-    target: ['node22'],
-    sourcemap: 'linked',
-    logLevel: 'warning',
-    external: ['electron'],
-  };
+const nodeCommon: esbuild.BuildOptions = {
+  bundle: true,
+  platform: 'node',
+  target: ['node22'],
+  sourcemap: 'linked',
+  logLevel: 'warning',
+  external: NATIVE_EXTERNALS,
+};
+
+/** Bundle a Node entry (with the node inside) plus the WASM worker it may start, into one directory. */
+export async function buildNodeBundle(entry: string, outDir: string, outName: string): Promise<void> {
+  await mkdir(outDir, { recursive: true });
   await Promise.all([
     esbuild.build({
-      ...common,
-      entryPoints: [join(here, 'src/main/main.ts')],
-      outfile: join(mainOut, 'main.js'),
+      ...nodeCommon,
+      entryPoints: [entry],
+      outfile: join(outDir, outName),
       format: 'esm',
-      external: NATIVE_EXTERNALS,
       banner: { js: REQUIRE_SHIM },
+      plugins: [bundledWasmWorker],
     }),
     esbuild.build({
-      ...common,
-      entryPoints: [join(here, 'src/main/preload.ts')],
-      outfile: join(mainOut, 'preload.cjs'),
-      format: 'cjs',
+      ...nodeCommon,
+      entryPoints: [WASM_WORKER_SOURCE],
+      outfile: join(outDir, 'wasm-worker.js'),
+      format: 'esm',
+      banner: { js: REQUIRE_SHIM },
     }),
   ]);
 }
 
-const started = Date.now();
-if (only !== 'main') await buildRenderer();
-if (only !== 'renderer') await buildMain();
-console.log(`desktop build done in ${Date.now() - started} ms (${only ?? 'renderer + main'})`);
+export async function buildMain(): Promise<void> {
+  await Promise.all([
+    buildNodeBundle(join(here, 'src/main/main.ts'), mainOut, 'main.js'),
+    esbuild.build({
+      ...nodeCommon,
+      entryPoints: [join(here, 'src/main/preload.ts')],
+      outfile: join(mainOut, 'preload.cjs'),
+      format: 'cjs',
+      external: ['electron'],
+    }),
+  ]);
+}
+
+// Build when run as a script (`node build.ts`), not when a test imports the helpers.
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const started = Date.now();
+  if (only !== 'main') await buildRenderer();
+  if (only !== 'renderer') await buildMain();
+  console.log(`desktop build done in ${Date.now() - started} ms (${only ?? 'renderer + main'})`);
+}
