@@ -177,6 +177,29 @@ function allFitRound(): Record<string, unknown> {
   };
 }
 
+/** Adversarial grouping: 10,000 distinct task shapes, interleaved within every submitter's queue. */
+function manyShapesRound(): Record<string, unknown> {
+  const shapes = 10_000;
+  const nodes = benchNodes(NODE_COUNT);
+  const tasks: QueuedTask[] = [];
+  for (let i = 0; i < TASK_COUNT; i++) {
+    const s = i % shapes;
+    tasks.push({
+      taskId: `t${i}`,
+      jobId: `j${s}`,
+      submitter: `user-${s % SUBMITTER_COUNT}`,
+      priority: 50,
+      executor: 'wasm',
+      resources: { cpus: 0.5 + (s % 4) * 0.5, memoryBytes: GiB + s * 4096 },
+      constraints: {},
+      notBefore: 0,
+      nextAttempt: 1,
+    });
+  }
+  const [result, elapsedMs] = timed(() => schedule({ now: 0, nodes, tasks, running: [] }));
+  return { shapes, placed: result.assignments.length, unplaced: result.unplaced.length, elapsedMs };
+}
+
 /** The leader's whole tick around the scheduler: state machine reads, assign commands applied, snapshots. */
 function stateMachineRound(): Record<string, unknown> {
   const sm = new JobStateMachine();
@@ -232,7 +255,12 @@ function stateMachineRound(): Record<string, unknown> {
 }
 
 export async function benchScheduler(): Promise<Record<string, unknown>> {
-  return { ...mixedRound(), allFit: allFitRound(), stateMachine: stateMachineRound() };
+  return {
+    ...mixedRound(),
+    allFit: allFitRound(),
+    manyShapes: manyShapesRound(),
+    stateMachine: stateMachineRound(),
+  };
 }
 
 if (import.meta.main) {
@@ -248,6 +276,7 @@ if (import.meta.main) {
   for (const [k, v] of Object.entries(result.topUnplacedReasons as Record<string, number>))
     console.log(`    ${v}  ${k}`);
   table('scheduler: 100,000 small tasks that all fit', result.allFit as Record<string, unknown>);
+  table('scheduler: 100,000 tasks in 10,000 distinct shapes', result.manyShapes as Record<string, unknown>);
   table(
     'leader tick with the job state machine (100,000 tasks)',
     result.stateMachine as Record<string, unknown>,
