@@ -40,6 +40,8 @@ export interface RaftConfig {
   checkQuorum?: boolean;
   /** Max bytes of entries per append message (at least one entry is always sent). */
   maxSizePerMsg?: number;
+  /** Max entries per append message (the wire schema refuses more: protocol MAX_RAFT_ENTRIES_PER_MESSAGE). */
+  maxEntriesPerMsg?: number;
   /** Max append messages in flight per follower in replicate state. */
   maxInflight?: number;
   /** Max bytes in flight per follower (0 = unbounded by bytes). */
@@ -58,6 +60,7 @@ export interface RaftConfig {
 
 export const DEFAULTS = {
   maxSizePerMsg: 1024 * 1024,
+  maxEntriesPerMsg: 4096,
   maxInflight: 256,
   maxInflightBytes: 0,
   maxUncommittedSize: 64 * 1024 * 1024,
@@ -99,6 +102,7 @@ export class Raft {
   readonly preVote: boolean;
   readonly checkQuorum: boolean;
   private readonly maxSizePerMsg: number;
+  private readonly maxEntriesPerMsg: number;
   private readonly maxUncommittedSize: number;
   private readonly maxPendingReads: number;
   private readonly snapshotTimeoutTicks: number;
@@ -123,6 +127,7 @@ export class Raft {
     this.preVote = c.preVote ?? true;
     this.checkQuorum = c.checkQuorum ?? true;
     this.maxSizePerMsg = c.maxSizePerMsg ?? DEFAULTS.maxSizePerMsg;
+    this.maxEntriesPerMsg = c.maxEntriesPerMsg ?? DEFAULTS.maxEntriesPerMsg;
     this.maxUncommittedSize = c.maxUncommittedSize ?? DEFAULTS.maxUncommittedSize;
     this.maxPendingReads = c.maxPendingReads ?? DEFAULTS.maxPendingReads;
     this.snapshotTimeoutTicks = c.snapshotTimeoutTicks ?? c.electionTick * 5;
@@ -630,6 +635,7 @@ export class Raft {
     try {
       prevTerm = this.log.term(prevIndex);
       ents = this.log.entries(pr.next, this.maxSizePerMsg);
+      if (ents.length > this.maxEntriesPerMsg) ents = ents.slice(0, this.maxEntriesPerMsg);
     } catch (err) {
       if (err instanceof CompactedError || err instanceof UnavailableError)
         return this.maybeSendSnapshot(to, pr);

@@ -32,6 +32,7 @@ export interface RawNodeConfig {
   preVote?: boolean;
   checkQuorum?: boolean;
   maxSizePerMsg?: number;
+  maxEntriesPerMsg?: number;
   maxInflight?: number;
   maxInflightBytes?: number;
   maxUncommittedSize?: number;

@@ -105,6 +105,7 @@ export class Simulation {
   private readonly compactRate: number;
   private readonly maxSizePerMsg: number;
   private readonly maxInflight: number;
+  private readonly maxEntriesPerMsg: number;
   /** Mostly on (the production setting); sometimes off so that deposed leaders linger (harder for reads). */
   private readonly checkQuorum: boolean;
   private readonly preVote: boolean;
@@ -150,6 +151,7 @@ export class Simulation {
     this.compactRate = r.pick([0, 0.02, 0.08]);
     this.maxSizePerMsg = r.pick([64, 256, 4096]);
     this.maxInflight = r.pick([1, 4, 64]);
+    this.maxEntriesPerMsg = r.pick([2, 16, 4096]);
     this.checkQuorum = r.chance(0.75);
     this.preVote = r.chance(0.75);
     const initialVoters = r.pick([1, 3, 3, 5]);
@@ -196,6 +198,7 @@ export class Simulation {
       checkQuorum: this.checkQuorum,
       maxSizePerMsg: this.maxSizePerMsg,
       maxInflight: this.maxInflight,
+      maxEntriesPerMsg: this.maxEntriesPerMsg,
       applied: snap.index,
     });
     n.sm = new KvStateMachine();
@@ -228,6 +231,8 @@ export class Simulation {
     if (this.inFlight.length >= MAX_IN_FLIGHT) return;
     if (this.rng.chance(this.lossRate)) return;
     if (m.type === 'snapshot') this.stats.snapshotsSent++;
+    if (m.type === 'app' && m.entries.length > this.maxEntriesPerMsg)
+      this.fail(`append with ${m.entries.length} entries`);
     this.inFlight.push({ at: this.step + this.rng.int(0, this.maxDelay), msg: m });
     if (this.rng.chance(this.dupRate))
       this.inFlight.push({ at: this.step + this.rng.int(0, this.maxDelay + 2), msg: m });
