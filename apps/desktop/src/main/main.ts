@@ -58,7 +58,7 @@ const userData = app.getPath('userData');
 let prefs: Preferences;
 let node: EmbeddedNode | null = null;
 let sampler: MachineSampler | null = null;
-let window: BrowserWindow | null = null;
+let mainWindow: BrowserWindow | null = null;
 let tray: Tray | null = null;
 let lastDecision: Decision | null = null;
 let appliedLimits: OfferLimits | null = null;
@@ -74,7 +74,10 @@ if (!app.requestSingleInstanceLock()) {
   app.quit();
 } else {
   app.on('second-instance', () => showWindow());
-  app.whenReady().then(start, (err: Error) => fatal('meshrun could not start', err));
+  app
+    .whenReady()
+    .then(start)
+    .catch((err: Error) => fatal('meshrun could not start', err));
 }
 
 async function start(): Promise<void> {
@@ -157,12 +160,12 @@ function isTrustedSender(event: IpcMainInvokeEvent): boolean {
 // ---------- window & tray ----------
 
 function showWindow(): void {
-  if (window && !window.isDestroyed()) {
-    window.show();
-    window.focus();
+  if (mainWindow && !mainWindow.isDestroyed()) {
+    mainWindow.show();
+    mainWindow.focus();
     return;
   }
-  window = new BrowserWindow({
+  mainWindow = new BrowserWindow({
     width: 1180,
     height: 820,
     minWidth: 720,
@@ -180,14 +183,14 @@ function showWindow(): void {
       spellcheck: false,
     },
   });
-  window.once('ready-to-show', () => window?.show());
-  window.webContents.on('did-finish-load', () => {
-    window?.webContents.send(IPC_EVENT, {
+  mainWindow.once('ready-to-show', () => mainWindow?.show());
+  mainWindow.webContents.on('did-finish-load', () => {
+    mainWindow?.webContents.send(IPC_EVENT, {
       type: 'connection',
       data: { connected: node !== null },
     } satisfies LiveEvent);
   });
-  window.on('close', (event) => {
+  mainWindow.on('close', (event) => {
     if (quitting) return;
     if (!prefs.askOnClose && !prefs.keepRunningOnClose) {
       app.quit();
@@ -196,17 +199,17 @@ function showWindow(): void {
     // Decide after the dialog: the window stays until the volunteer has been told what closing does.
     event.preventDefault();
     if (!prefs.askOnClose) {
-      window?.hide();
+      mainWindow?.hide();
       return;
     }
     void askOnClose();
   });
-  void window.loadFile(rendererIndex);
+  void mainWindow.loadFile(rendererIndex);
 }
 
 async function askOnClose(): Promise<void> {
-  if (!window) return;
-  const { response, checkboxChecked } = await dialog.showMessageBox(window, {
+  if (!mainWindow) return;
+  const { response, checkboxChecked } = await dialog.showMessageBox(mainWindow, {
     type: 'question',
     buttons: ['Keep contributing in the background', 'Quit meshrun'],
     defaultId: prefs.keepRunningOnClose ? 0 : 1,
@@ -220,7 +223,7 @@ async function askOnClose(): Promise<void> {
   });
   const keep = response === 0;
   await updatePreferences({ keepRunningOnClose: keep, askOnClose: !checkboxChecked });
-  if (keep) window?.hide();
+  if (keep) mainWindow?.hide();
   else app.quit();
 }
 
