@@ -135,6 +135,7 @@ describe('decide: idle-only mode', () => {
     assert.equal(a.contribute, true);
     assert.equal(b.contribute, false);
     assert.equal(b.reasonCode, 'user-active');
+    assert.match(b.reason, /since 09:59/);
     assert.deepEqual(b.offered, { cpus: 0, memoryBytes: 0, gpu: false });
   });
 });

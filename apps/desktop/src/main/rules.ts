@@ -27,7 +27,7 @@ export interface MachineState {
   now: number;
   /** Seconds since the last keyboard/mouse input. */
   idleSeconds: number;
-  /** Epoch ms when the user became active after being idle; null while idle or unknown. */
+  /** Epoch ms when the user became active after being idle (shown in the reason); null while idle or unknown. */
   userActiveSince: number | null;
   onBattery: boolean;
   /** 0..100, null when there is no battery or it is unknown. */
@@ -175,9 +175,10 @@ function firstBlockingCondition(
     return { code: 'program-running', reason: `Paused while ${program} is running.` };
   }
   if (prefs.idle.onlyWhenIdle && !userIdle) {
+    const since = machine.userActiveSince !== null ? ` (since ${formatClock(machine.userActiveSince)})` : '';
     return {
       code: 'user-active',
-      reason: `You are using the computer; contributing after ${prefs.idle.idleMinutes} min idle.`,
+      reason: `You are using the computer${since}; contributing after ${prefs.idle.idleMinutes} min idle.`,
     };
   }
   return null;
