@@ -114,9 +114,14 @@ export class RawNode {
     return this.raft.applyConfChange(cc);
   }
 
-  /** Steps a message received from a peer. Messages from unknown senders are still processed (votes). */
+  /**
+   * Steps a message received from a peer. Messages from unknown senders are still processed (votes).
+   * Structurally inconsistent messages (which the wire schema cannot rule out) throw RaftError INVALID_ARGUMENT.
+   */
   step(m: Message): void {
     if (m.to !== this.raft.id) return;
+    const problem = checkMessage(m);
+    if (problem) throw new RaftError('INVALID_ARGUMENT', `invalid ${m.type} from ${m.from}: ${problem}`);
     const err = this.raft.step(m);
     if (err) throw err;
   }
@@ -230,4 +235,25 @@ export class RawNode {
       leadTransferee: r.leadTransferee,
     };
   }
+}
+
+/** Cross-field consistency the core relies on; returns a reason or null. */
+export function checkMessage(m: Message): string | null {
+  if (m.type === 'app') {
+    let prevTerm = m.logTerm;
+    for (let i = 0; i < m.entries.length; i++) {
+      const e = m.entries[i];
+      if (e.index !== m.index + 1 + i) return 'entries are not contiguous after index';
+      if (e.term < prevTerm || e.term > m.term) return 'entry terms out of order';
+      prevTerm = e.term;
+    }
+    if (m.logTerm > m.term) return 'logTerm beyond term';
+  } else if (m.type === 'snapshot') {
+    const s = m.snapshot;
+    if (s.index === 0 || s.term > m.term) return 'bad snapshot index or term';
+    if (s.conf.voters.length === 0) return 'snapshot without voters';
+  } else if ((m.type === 'vote' || m.type === 'preVote') && m.logTerm > m.term) {
+    return 'logTerm beyond term';
+  }
+  return null;
 }

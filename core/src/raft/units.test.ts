@@ -181,3 +181,16 @@ describe('MemoryStorage', () => {
     assert.deepEqual(st.initialState().confState, { voters: ['a'], learners: [] });
   });
 });
+
+describe('message checks', () => {
+  it('rejects structurally inconsistent appends and snapshots', async () => {
+    const { checkMessage } = await import('./rawnode.ts');
+    const base = { type: 'app' as const, from: 'a', to: 'b', term: 3, index: 5, logTerm: 2, commit: 0 };
+    assert.equal(checkMessage({ ...base, entries: [e(6, 2), e(7, 3)] }), null);
+    assert.match(checkMessage({ ...base, entries: [e(7, 2)] }) ?? '', /contiguous/);
+    assert.match(checkMessage({ ...base, entries: [e(6, 3), e(7, 2)] }) ?? '', /terms/);
+    assert.match(checkMessage({ ...base, entries: [e(6, 4)] }) ?? '', /terms/);
+    const snap = { index: 0, term: 1, conf: { voters: ['a'], learners: [] }, data: new Uint8Array(0) };
+    assert.notEqual(checkMessage({ type: 'snapshot', from: 'a', to: 'b', term: 3, snapshot: snap }), null);
+  });
+});
