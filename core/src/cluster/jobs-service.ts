@@ -522,7 +522,25 @@ export class JobsService {
       await this.#o.commands.readBarrier().catch(() => {});
       const view = this.#jobView(jobId, true);
       if (!view) throw new RpcFailure(RPC_ERRORS.notFound, `no job ${jobId}`);
+      // Why a task waits is the leader's soft state: ask it when we are not the leader.
+      const tasks = view.tasks as { taskId: string; state: string; unplacedReason: string | null }[];
+      const leader = this.#o.commands.leaderId();
+      if (leader && leader !== this.#self && tasks.some((t) => t.state === 'queued')) {
+        const reasons = (await this.#o.node
+          .call(leader, 'jobs.unplaced', { jobId }, { timeoutMs: 2000 })
+          .catch(() => null)) as Record<string, string> | null;
+        for (const t of tasks)
+          if (t.state === 'queued' && reasons?.[t.taskId]) t.unplacedReason = reasons[t.taskId]!;
+      }
       return view;
+    });
+    rpc.register('jobs.unplaced', z.object({ jobId: z.string().max(128) }).strict(), ({ jobId }) => {
+      const out: Record<string, string> = {};
+      for (const t of m.tasksOfJob(jobId).slice(0, 1000)) {
+        const r = this.#unplaced.get(t.id);
+        if (r) out[t.id] = r;
+      }
+      return out;
     });
 
     rpc.register(
