@@ -9,6 +9,8 @@ import si from 'systeminformation';
 import type { MachineState } from './rules.ts';
 
 export const PROCESS_SAMPLE_MS = 30_000;
+/** GPU temperature comes from vendor tools (nvidia-smi…) that cost a process spawn: sample it less often. */
+export const GPU_SAMPLE_MS = 15_000;
 /** Bound on process names kept per sample. */
 export const MAX_PROCESS_NAMES = 4096;
 
@@ -22,6 +24,8 @@ export class MachineSampler {
   readonly #hardware: Hardware;
   #processes: string[] = [];
   #processesAt = 0;
+  #gpuTempC: number | null = null;
+  #gpuTempAt = 0;
   #idleSince: number | null = null;
   #activeSince: number | null = null;
 
@@ -79,6 +83,13 @@ export class MachineSampler {
 
   async #gpuTemperature(): Promise<number | null> {
     if (this.#hardware.gpuCount === 0) return null;
+    if (Date.now() - this.#gpuTempAt < GPU_SAMPLE_MS) return this.#gpuTempC;
+    this.#gpuTempAt = Date.now();
+    this.#gpuTempC = await this.#readGpuTemperature();
+    return this.#gpuTempC;
+  }
+
+  async #readGpuTemperature(): Promise<number | null> {
     const graphics = await si.graphics().catch(() => null);
     const temps = (graphics?.controllers ?? [])
       .map((c) => c.temperatureGpu)
