@@ -61,7 +61,7 @@ export interface RaftDriverOptions {
   snapshotTimeoutTicks?: number;
   /**
    * Largest payload accepted by propose(). Keep it well under the wire limit for one message
-   * (protocol/src/raft.ts MAX_RAFT_ENTRY_BYTES): an entry the receivers refuse would stall replication.
+   * (protocol/src/raft.ts RAFT_LIMITS.maxEntryBytes): an entry the receivers refuse would stall replication.
    */
   maxProposalBytes?: number;
   /** Max proposals/reads/membership changes waiting for an answer; more are rejected at once. */

@@ -40,7 +40,7 @@ export interface RaftConfig {
   checkQuorum?: boolean;
   /** Max bytes of entries per append message (at least one entry is always sent). */
   maxSizePerMsg?: number;
-  /** Max entries per append message (the wire schema refuses more: protocol MAX_RAFT_ENTRIES_PER_MESSAGE). */
+  /** Max entries per append message; must not exceed the wire schema's RAFT_LIMITS.maxEntriesPerMessage. */
   maxEntriesPerMsg?: number;
   /** Max append messages in flight per follower in replicate state. */
   maxInflight?: number;
