@@ -18,6 +18,8 @@ export const fake = {
   trays: [] as FakeTray[],
   handlers: new Map<string, (event: unknown, ...args: unknown[]) => unknown>(),
   messageBoxResponse: { response: 0, checkboxChecked: false },
+  openDialogResult: { canceled: true, filePaths: [] as string[] },
+  relaunched: false,
 };
 
 class FakeApp extends EventEmitter {
@@ -38,6 +40,9 @@ class FakeApp extends EventEmitter {
     const event = { defaultPrevented: false, preventDefault: () => (event.defaultPrevented = true) };
     this.emit('before-quit', event);
     if (!event.defaultPrevented) this.exit(0);
+  }
+  relaunch(): void {
+    fake.relaunched = true;
   }
   exit(code = 0): void {
     fake.exitCode = code;
@@ -142,6 +147,9 @@ export const dialog = {
   },
   async showMessageBox(): Promise<{ response: number; checkboxChecked: boolean }> {
     return fake.messageBoxResponse;
+  },
+  async showOpenDialog(): Promise<{ canceled: boolean; filePaths: string[] }> {
+    return fake.openDialogResult;
   },
 };
 

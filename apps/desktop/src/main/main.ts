@@ -9,9 +9,10 @@
  */
 
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { chmod, copyFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { readClusterKey } from '@meshrun/core/node/cluster-key.ts';
 import {
   app,
   BrowserWindow,
@@ -67,6 +68,9 @@ let rulesTimer: NodeJS.Timeout | null = null;
 let rulesRunning = false;
 let quitting = false;
 let lastErrorNotification = 0;
+/** True until the volunteer has given the network's cluster key (first run). */
+let setupRequired = false;
+const clusterKeyFile = process.env.MESHRUN_CLUSTER_KEY ?? path.join(userData, 'cluster.key');
 
 // ---------- start-up ----------
 
@@ -90,13 +94,11 @@ async function start(): Promise<void> {
   }
   applyLoginItem();
 
-  const clusterKeyFile = process.env.MESHRUN_CLUSTER_KEY ?? path.join(userData, 'cluster.key');
   if (!existsSync(clusterKeyFile)) {
-    dialog.showErrorBox(
-      'meshrun needs a cluster key',
-      `Ask the network's operator for its cluster key file and save it as\n${clusterKeyFile}\nthen start meshrun again.`,
-    );
-    app.exit(1);
+    // First run: the window explains what is missing and lets the volunteer pick the key file.
+    setupRequired = true;
+    ipcMain.handle(IPC_RPC, handleRpc);
+    showWindow();
     return;
   }
   try {
@@ -192,6 +194,10 @@ function showWindow(): void {
   });
   mainWindow.on('close', (event) => {
     if (quitting) return;
+    if (setupRequired) {
+      app.quit(); // nothing runs yet, so closing the setup window simply quits
+      return;
+    }
     if (!prefs.askOnClose && !prefs.keepRunningOnClose) {
       app.quit();
       return;
@@ -335,6 +341,7 @@ async function handleRpc(event: IpcMainInvokeEvent, method: unknown, params: unk
     return { ok: false, error: { code: 'BAD_REQUEST', message: 'method must be a short string' } };
   }
   const p = (params ?? {}) as Record<string, unknown>;
+  if (setupRequired) return handleSetupRpc(method);
   try {
     switch (method) {
       case 'preferences.get':
@@ -358,6 +365,42 @@ async function handleRpc(event: IpcMainInvokeEvent, method: unknown, params: unk
   } catch (err) {
     return { ok: false, error: { code: 'BAD_REQUEST', message: (err as Error).message } };
   }
+}
+
+// ---------- first run: the cluster key ----------
+
+async function handleSetupRpc(method: string): Promise<RpcReply> {
+  if (method !== 'app.importClusterKey') {
+    return {
+      ok: false,
+      error: {
+        code: 'SETUP_REQUIRED',
+        message: `meshrun needs the network's cluster key (ask the network's operator for the file); it will be kept at ${clusterKeyFile}`,
+      },
+    };
+  }
+  const choice = await dialog.showOpenDialog({
+    title: "Choose the network's cluster key file",
+    properties: ['openFile'],
+  });
+  if (choice.canceled || choice.filePaths.length === 0) {
+    return { ok: false, error: { code: 'CANCELLED', message: 'no file chosen' } };
+  }
+  try {
+    // Validate before keeping it: a wrong file would only fail later, deep inside the node's start.
+    await readClusterKey(choice.filePaths[0]);
+  } catch (err) {
+    return { ok: false, error: { code: 'BAD_CLUSTER_KEY', message: (err as Error).message } };
+  }
+  await mkdir(path.dirname(clusterKeyFile), { recursive: true });
+  await copyFile(choice.filePaths[0], clusterKeyFile);
+  await chmod(clusterKeyFile, 0o600);
+  // The node starts with the key on the next launch; restart now so the volunteer sees it connect.
+  setTimeout(() => {
+    app.relaunch();
+    app.exit(0);
+  }, 200);
+  return { ok: true, result: { restarting: true } };
 }
 
 // ---------- the rules loop ----------

@@ -3,7 +3,7 @@
  * subscribes once to the node's event stream and renders the views. Views load their data when shown and
  * then live off the event stream: there is no polling loop.
  */
-import type { Bridge } from '../shared/api.ts';
+import { type Bridge, RpcError } from '../shared/api.ts';
 import { AppContext, type View } from './context.ts';
 import { contributeSwitch } from './contribute.ts';
 import { h, replaceChildren } from './dom.ts';
@@ -29,7 +29,38 @@ function createBridge(): Bridge | null {
   return token ? new WebBridge(token) : null;
 }
 
-function main(): void {
+/** First run of the desktop app: the node cannot start before the volunteer gives the network's cluster key. */
+function renderSetup(root: HTMLElement, bridge: Bridge, message: string): void {
+  const status = h('p', { id: 'setup-status', role: 'status' });
+  const choose = h('button', { id: 'choose-cluster-key', class: 'primary' }, 'Choose cluster key file…');
+  choose.addEventListener('click', async () => {
+    try {
+      await bridge.call('app.importClusterKey');
+      replaceChildren(status, 'Key saved. meshrun restarts and joins the network…');
+      choose.disabled = true;
+    } catch (err) {
+      replaceChildren(status, (err as Error).message);
+    }
+  });
+  replaceChildren(
+    root,
+    h(
+      'main',
+      { class: 'setup' },
+      h('h1', null, 'Welcome to meshrun'),
+      h(
+        'p',
+        null,
+        'meshrun lends spare time of this computer to a network of volunteers. You stay in control: pause any time, and choose how much it may use.',
+      ),
+      h('p', null, message),
+      choose,
+      status,
+    ),
+  );
+}
+
+async function main(): Promise<void> {
   applyTheme(storedTheme());
   const root = document.getElementById('app')!;
   const bridge = createBridge();
@@ -48,6 +79,17 @@ function main(): void {
       ),
     );
     return;
+  }
+
+  if (bridge.host === 'electron') {
+    try {
+      await bridge.call('status');
+    } catch (err) {
+      if (err instanceof RpcError && err.code === 'SETUP_REQUIRED') {
+        renderSetup(root, bridge, err.message);
+        return;
+      }
+    }
   }
 
   const toasts = h('div', { class: 'toasts', role: 'alert' });
@@ -143,4 +185,4 @@ function main(): void {
   showFromHash();
 }
 
-main();
+void main();

@@ -149,6 +149,8 @@ export interface RpcMethods {
   'node.resume': [undefined, unknown];
   'preferences.get': [undefined, Preferences];
   'preferences.set': [{ prefs: Preferences }, unknown];
+  /** Desktop app only, first run: pick the network's cluster key file; the app restarts with it. */
+  'app.importClusterKey': [undefined, { restarting: boolean }];
 }
 
 export type RpcMethod = keyof RpcMethods;
