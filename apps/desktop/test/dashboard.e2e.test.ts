@@ -488,6 +488,76 @@ describe('desktop dashboard against a real daemon', { skip, timeout: 120_000 }, 
     await items.first().waitFor();
   });
 
+  it('the same renderer works through the Electron preload API (window.meshrun)', async () => {
+    // Stand in for preload.ts: the IPC transport is replaced by calls to the real daemon from the page.
+    const electronPage = await browser.newPage();
+    await electronPage.addInitScript(
+      ({ token }) => {
+        const api = {
+          call: async (method: string, params: unknown) => {
+            const res = await fetch('/api/rpc', {
+              method: 'POST',
+              headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+              body: JSON.stringify({ method, params }),
+            });
+            return res.json();
+          },
+          subscribe: (handler: (e: unknown) => void) => {
+            const source = new EventSource(`/api/events?token=${token}`);
+            for (const type of ['status', 'task', 'log', 'event']) {
+              source.addEventListener(type, (m) =>
+                handler({ type, data: JSON.parse((m as MessageEvent).data) }),
+              );
+            }
+            handler({ type: 'connection', data: { connected: true } });
+            return () => source.close();
+          },
+        };
+        Object.defineProperty(window, 'meshrun', { value: Object.freeze(api) });
+      },
+      { token: daemon.token },
+    );
+    try {
+      await electronPage.goto(`${daemon.origin}/`); // no token in the URL: the preload API is the transport
+      const status = await rpc<Status>('status');
+      await electronPage.locator('#view-status').getByText(status.peerId).first().waitFor();
+      await electronPage.waitForSelector('#contribute-switch[data-state="on"]');
+      await electronPage.click('#tab-preferences');
+      // Desktop-only settings appear only in the app.
+      await electronPage.waitForSelector('input[name="startAtLogin"]');
+      assert.equal(await electronPage.evaluate(() => sessionStorage.getItem('meshrun.token')), null);
+    } finally {
+      await electronPage.close();
+    }
+  });
+
+  it('first run of the app: a setup page asks for the cluster key', async () => {
+    const setupPage = await browser.newPage();
+    await setupPage.addInitScript(() => {
+      const api = {
+        call: async (method: string) =>
+          method === 'app.importClusterKey'
+            ? { ok: false, error: { code: 'CANCELLED', message: 'no file chosen' } }
+            : {
+                ok: false,
+                error: { code: 'SETUP_REQUIRED', message: 'meshrun needs the network cluster key' },
+              },
+        subscribe: () => () => {},
+      };
+      Object.defineProperty(window, 'meshrun', { value: Object.freeze(api) });
+    });
+    try {
+      await setupPage.goto(`${daemon.origin}/`);
+      await setupPage.waitForSelector('#choose-cluster-key');
+      await setupPage.locator('main.setup', { hasText: 'cluster key' }).waitFor();
+      await setupPage.click('#choose-cluster-key');
+      await setupPage.locator('#setup-status', { hasText: 'no file chosen' }).waitFor();
+      await setupPage.screenshot({ path: join(artifacts, 'setup.png') });
+    } finally {
+      await setupPage.close();
+    }
+  });
+
   it('the page raised no errors, failed requests or CSP violations', () => {
     assert.deepEqual(pageErrors, []);
   });
