@@ -4,7 +4,7 @@
  * buffer without limit.
  */
 import { z } from 'zod';
-import { bytesSchema, MAX_MESSAGE_BYTES } from './codec.ts';
+import { bytesSchema } from './codec.ts';
 
 export const RAFT_LIMITS = {
   maxNodeIdLength: 128,
@@ -12,6 +12,9 @@ export const RAFT_LIMITS = {
   maxEntryBytes: 2 * 1024 * 1024,
   maxCtxBytes: 256,
   maxMembers: 10_000,
+  /** A snapshot larger than one frame travels in chunks of at most `chunkBytes`, reassembled up to this size. */
+  maxSnapshotBytes: 512 * 1024 * 1024,
+  chunkBytes: 1024 * 1024,
 } as const;
 
 const id = z.string().min(1).max(RAFT_LIMITS.maxNodeIdLength);
@@ -56,7 +59,7 @@ export const RaftMessageSchema = z.discriminatedUnion('type', [
       index: idx,
       term: idx,
       conf: ConfStateSchema,
-      data: bytesSchema(MAX_MESSAGE_BYTES, 'snapshot'),
+      data: bytesSchema(RAFT_LIMITS.maxSnapshotBytes, 'snapshot'),
     }),
   }),
   z.object({ ...base, type: z.literal('timeoutNow') }),
@@ -66,6 +69,24 @@ export const RaftMessageSchema = z.discriminatedUnion('type', [
   z.object({ ...base, type: z.literal('prop'), entries }),
 ]);
 export type RaftWireMessage = z.infer<typeof RaftMessageSchema>;
+
+/**
+ * One piece of a message too large for a frame (a big snapshot). Pieces of one message travel in order on
+ * the sender's stream; the receiver reassembles them (bounded by `maxSnapshotBytes`) and decodes the whole.
+ */
+export const RaftChunkSchema = z.object({
+  chunk: z.object({
+    id: z.number().int().nonnegative(),
+    seq: z.number().int().nonnegative(),
+    total: z
+      .number()
+      .int()
+      .positive()
+      .max(Math.ceil(RAFT_LIMITS.maxSnapshotBytes / RAFT_LIMITS.chunkBytes)),
+    data: bytesSchema(RAFT_LIMITS.chunkBytes, 'chunk'),
+  }),
+});
+export const RaftFrameSchema = z.union([RaftChunkSchema, RaftMessageSchema]);
 
 export const MAX_RAFT_ENTRIES_PER_MESSAGE = RAFT_LIMITS.maxEntriesPerMessage;
 export const MAX_RAFT_NODE_ID_LENGTH = RAFT_LIMITS.maxNodeIdLength;

@@ -53,6 +53,8 @@ export interface ClusterServiceOptions {
 /** How often an undecided node re-evaluates formation, and the leader runs autopilot. */
 export const FORMATION_INTERVAL_MS = 500;
 export const AUTOPILOT_INTERVAL_MS = 1000;
+/** A bootstrap decision must be the same this many formation rounds in a row before a node acts on it. */
+export const BOOTSTRAP_STABLE_ROUNDS = 3;
 const CLUSTER_ID_KEY = 'cluster/id';
 
 /** Cluster ID: derived from the founding voters, so every founder computes the same one. */
@@ -140,6 +142,8 @@ export class ClusterService implements CommandLog {
   #lastView = '';
   #joining = false;
   #stopped = false;
+  #bootstrapView = '';
+  #bootstrapVotes = 0;
 
   constructor(o: ClusterServiceOptions) {
     this.#o = o;
@@ -222,9 +226,16 @@ export class ClusterService implements CommandLog {
         leader: n.self ? null : (n.cluster?.leader ?? null),
       }));
     const decision = decideFormation({ self, expectVoters: this.#o.targetVoters, discovered });
+    if (decision.action !== 'bootstrap') this.#bootstrapVotes = 0;
     if (decision.action === 'wait') return;
     if (decision.action === 'bootstrap') {
       if (this.#o.driver.hasState()) return;
+      // Act only on a view that held for a few discovery rounds: a node that has not yet heard of a cluster
+      // being formed a moment ago gets time to see its advertisement (see core/src/raft/README.md).
+      const key = decision.voters.join(',');
+      this.#bootstrapVotes = this.#bootstrapView === key ? this.#bootstrapVotes + 1 : 1;
+      this.#bootstrapView = key;
+      if (this.#bootstrapVotes < BOOTSTRAP_STABLE_ROUNDS) return;
       this.#o.log.info({ voters: decision.voters }, 'bootstrapping a new cluster');
       await this.#setClusterId(clusterIdOf(decision.voters));
       await this.#o.driver.bootstrap({ voters: decision.voters, learners: [] });

@@ -9,9 +9,18 @@
 import type { Connection, Libp2p, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { lpStream } from '@libp2p/utils';
-import { encode, LP_OPTIONS, PROTOCOLS, ProtocolError, readFrame } from '@meshrun/protocol';
+import {
+  decode,
+  encode,
+  LP_OPTIONS,
+  PROTOCOLS,
+  ProtocolError,
+  RAFT_LIMITS,
+  RaftChunkSchema,
+  readFrame,
+} from '@meshrun/protocol';
 import type { Logger } from 'pino';
-import type { z } from 'zod';
+import { z } from 'zod';
 
 /** Messages waiting for one peer; past this, new ones are dropped (Raft retransmits). */
 export const MAX_QUEUED_PER_PEER = 4096;
@@ -19,6 +28,8 @@ export const MAX_QUEUED_PER_PEER = 4096;
 export const MAX_BATCH = 256;
 /** Back-off between attempts to open a stream to an unreachable peer. */
 export const REOPEN_BACKOFF = { initialMs: 100, maxMs: 5000 } as const;
+/** Bytes a receiving stream may buffer before the reader catches up. */
+export const RECEIVE_BUFFER_BYTES = 32 * 1024 * 1024;
 
 export interface WireMessage {
   from: string;
@@ -41,11 +52,15 @@ export class Libp2pRaftTransport<M extends WireMessage> {
   readonly #out = new Map<string, Outbound>();
   #handler: ((msg: M) => void) | null = null;
   #stopped = false;
+  #chunkIds = 0;
   dropped = 0;
+
+  readonly #frameSchema: z.ZodType<M | { chunk: unknown }>;
 
   constructor(libp2p: Libp2p, schema: z.ZodType<M>, log: Logger) {
     this.#libp2p = libp2p;
     this.#schema = schema;
+    this.#frameSchema = z.union([RaftChunkSchema, schema]) as z.ZodType<M | { chunk: unknown }>;
     this.#log = log;
   }
 
@@ -70,7 +85,24 @@ export class Libp2pRaftTransport<M extends WireMessage> {
       this.dropped += 1;
       return;
     }
-    out.queue.push(encode(msg));
+    const bytes = encode(msg);
+    if (bytes.byteLength <= RAFT_LIMITS.chunkBytes) out.queue.push(bytes);
+    else if (bytes.byteLength > RAFT_LIMITS.maxSnapshotBytes) {
+      this.#log.error(
+        { to: msg.to, bytes: bytes.byteLength },
+        'raft message larger than the snapshot limit dropped',
+      );
+      this.dropped += 1;
+      return;
+    } else {
+      // Too big for one frame (a large snapshot): send it in order as chunks on the same stream.
+      const id = ++this.#chunkIds;
+      const total = Math.ceil(bytes.byteLength / RAFT_LIMITS.chunkBytes);
+      for (let seq = 0; seq < total; seq++) {
+        const data = bytes.subarray(seq * RAFT_LIMITS.chunkBytes, (seq + 1) * RAFT_LIMITS.chunkBytes);
+        out.queue.push(encode({ chunk: { id, seq, total, data } }));
+      }
+    }
     if (!out.sending) void this.#flush(msg.to, out);
   }
 
@@ -113,10 +145,35 @@ export class Libp2pRaftTransport<M extends WireMessage> {
 
   async #onStream(stream: Stream, connection: Connection): Promise<void> {
     const from = connection.remotePeer.toString();
-    const lp = lpStream(stream, LP_OPTIONS);
+    // Room for a few chunks in flight: the default 4 MiB read buffer would reset the stream mid-snapshot.
+    const lp = lpStream(stream, { ...LP_OPTIONS, maxBufferSize: RECEIVE_BUFFER_BYTES });
+    // Reassembly of a chunked message: in order, one at a time per stream, bounded in size.
+    let pending: { id: number; total: number; parts: Uint8Array[]; bytes: number } | null = null;
     try {
       while (!this.#stopped) {
-        const msg = await readFrame(lp, this.#schema);
+        const frame = await readFrame(lp, this.#frameSchema);
+        let msg: M;
+        if ('chunk' in frame) {
+          const c = (frame as { chunk: { id: number; seq: number; total: number; data: Uint8Array } }).chunk;
+          if (c.seq === 0) pending = { id: c.id, total: c.total, parts: [], bytes: 0 };
+          if (
+            !pending ||
+            pending.id !== c.id ||
+            pending.total !== c.total ||
+            c.seq !== pending.parts.length
+          ) {
+            throw new ProtocolError('INVALID', 'raft chunk out of order');
+          }
+          pending.parts.push(c.data);
+          pending.bytes += c.data.byteLength;
+          if (pending.bytes > RAFT_LIMITS.maxSnapshotBytes)
+            throw new ProtocolError('TOO_LARGE', 'chunked raft message too large');
+          if (pending.parts.length < pending.total) continue;
+          msg = decode(this.#schema, Buffer.concat(pending.parts), RAFT_LIMITS.maxSnapshotBytes) as M;
+          pending = null;
+        } else {
+          msg = frame as M;
+        }
         if (msg.from !== from)
           throw new ProtocolError(
             'INVALID',
