@@ -392,17 +392,13 @@ describe('desktop dashboard against a real daemon', { skip, timeout: 120_000 }, 
       (tasks) => tasks.length === 0,
     );
     // The view learns it only from the event stream (no polling), so it needs the node to announce the end.
-    await t.test(
-      'the running-tasks view drops the stopped task',
-      { todo: 'the daemon emits no `task` event when a run is stopped/requeued (only for finished ones)' },
-      async () => {
-        await page.waitForFunction(
-          () => document.querySelectorAll('#tasks-table tr[data-task]').length === 0,
-          undefined,
-          { timeout: 5_000 },
-        );
-      },
-    );
+    await t.test('the running-tasks view drops the stopped task', async () => {
+      await page.waitForFunction(
+        () => document.querySelectorAll('#tasks-table tr[data-task]').length === 0,
+        undefined,
+        { timeout: 5_000 },
+      );
+    });
     assert.notEqual((await rpc<Status>('status')).mode, 'active');
 
     // So it does not come back after resume (it may already have ended as failed: then cancel is refused).

@@ -277,8 +277,24 @@ export async function startDaemon(
   node.rpc.register('status', z.object({}).strict(), () => statusOf());
   node.rpc.register(
     'events.recent',
-    z.object({ limit: z.number().int().min(1).max(MAX_RECENT_EVENTS).default(200) }).strict(),
-    ({ limit }) => recent.slice(-limit),
+    z
+      .object({
+        limit: z.number().int().min(1).max(MAX_RECENT_EVENTS).default(200),
+        level: z.enum(['info', 'warn', 'error']).optional(),
+        q: z.string().max(256).optional(),
+      })
+      .strict(),
+    ({ limit, level, q }) => {
+      const order = { info: 0, warn: 1, error: 2 } as const;
+      const min = level ? order[level] : 0;
+      const needle = q?.toLowerCase();
+      return recent
+        .filter(
+          (e) =>
+            order[e.level as keyof typeof order] >= min && (!needle || e.msg.toLowerCase().includes(needle)),
+        )
+        .slice(-limit);
+    },
   );
 
   const refresh = setInterval(async () => {

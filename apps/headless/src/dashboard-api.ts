@@ -39,6 +39,12 @@ const AppliedPrefsSchema = z
   })
   .passthrough();
 
+/** A share of the cores in tenths of a core; a non-zero share never rounds down to nothing. */
+export function offeredShare(cores: number, percent: number): number {
+  if (percent <= 0) return 0;
+  return Math.max(0.1, Math.round((cores * percent) / 10) / 10);
+}
+
 export interface HistoryRecord {
   taskId: string;
   jobId: string;
@@ -81,7 +87,7 @@ export async function installDashboardApi(daemon: Daemon, jobs: JobsService | nu
     daemon.setOfferLimits({
       ...daemon.config.offer,
       ...(prefs.cpu?.idlePercent !== undefined
-        ? { cpus: Math.max(0, Math.floor((hw.cpu.logicalCores * prefs.cpu.idlePercent) / 100)) }
+        ? { cpus: offeredShare(hw.cpu.logicalCores, prefs.cpu.idlePercent) }
         : {}),
       ...(prefs.memory?.idlePercent !== undefined
         ? { memoryBytes: Math.floor((hw.memoryBytes * prefs.memory.idlePercent) / 100) }
@@ -207,9 +213,11 @@ export async function installDashboardApi(daemon: Daemon, jobs: JobsService | nu
       saveHistory();
       daemon.events.emit('api', { event: 'task', data: rec } satisfies ApiEvent);
     });
-    jobs.events.on('started-local', (rec: unknown) =>
-      daemon.events.emit('api', { event: 'task', data: rec } satisfies ApiEvent),
-    );
+    for (const name of ['started-local', 'ended-local']) {
+      jobs.events.on(name, (rec: unknown) =>
+        daemon.events.emit('api', { event: 'task', data: rec } satisfies ApiEvent),
+      );
+    }
     jobs.events.on('output', (taskId: string, stream: string, data: Uint8Array) => {
       daemon.events.emit('api', {
         event: 'log',

@@ -203,6 +203,14 @@ export class JobsService {
     this.#running.set(taskId, run);
     void this.#execute(run, runSpec).finally(() => {
       if (this.#running.get(taskId) === run) this.#running.delete(taskId);
+      // Whatever ended it (exit, cancel, requeue, stale attempt): local views drop the run.
+      this.events.emit('ended-local', {
+        taskId,
+        jobId: run.jobId,
+        attempt,
+        state: 'ended',
+        endedAt: Date.now(),
+      });
       this.events.emit('change');
     });
   }

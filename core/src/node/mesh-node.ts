@@ -58,7 +58,9 @@ export interface MeshNodeOptions {
 /** Re-dial policy for lost peers: exponential backoff, capped, and a limit after which we forget the peer. */
 export const REDIAL = { initialMs: 250, maxMs: 15_000, maxAttempts: 40 } as const;
 /** At most this many concurrent inbound control streams per node: a flood of requests cannot exhaust us. */
-export const MAX_INBOUND_CONTROL_STREAMS = 256;
+export const MAX_INBOUND_CONTROL_STREAMS = 1024;
+/** A client may keep this many control calls in flight on one connection (benchmarks use 500). */
+export const MAX_OUTBOUND_CONTROL_STREAMS = 1024;
 /** A control request must arrive within this time after the stream opens. */
 export const CONTROL_READ_TIMEOUT_MS = 10_000;
 
@@ -459,7 +461,10 @@ export async function callControl(
   const { RpcResponseSchema } = await import('@meshrun/protocol');
   const target = typeof peer === 'string' ? multiaddr(`/p2p/${peer}`) : peer;
   const signal = AbortSignal.timeout(opts.timeoutMs ?? 30_000);
-  const stream = await libp2p.dialProtocol(target, PROTOCOLS.control, { signal });
+  const stream = await libp2p.dialProtocol(target, PROTOCOLS.control, {
+    signal,
+    maxOutboundStreams: MAX_OUTBOUND_CONTROL_STREAMS,
+  });
   const lp = lpStream(stream, LP_OPTIONS);
   try {
     await writeFrame(lp, { method, params, auth: opts.auth });
