@@ -4,6 +4,7 @@
  * image, command and limits. BENCH_RUNS rounds (default 30), interleaved so load drift hits all three alike:
  *
  * - docker: spawn `docker run --rm …` → its first stdout byte.
+ * - docker API: the engine alone through dockerode, as meshrun's executor reaches it (create, attach, start).
  * - meshrun (in-process): one P2pClient kept open; t0 before `jobs.submit`, then `logs.stream {follow}` on the
  *   task → the first stdout item. Also split into submit ack, container started (the task's `startedAt`
  *   from the log) and first output.
@@ -13,6 +14,7 @@
  * Overhead = meshrun p50/p99 − docker p50/p99 (target ≤ 100 ms). Run alone: `npx node bench/latency.ts`.
  */
 import { spawn } from 'node:child_process';
+import Docker from 'dockerode';
 import { P2pClient } from '../apps/headless/src/client.ts';
 import { childEnv, MESHRUN_CLI, NODE_BIN, newLoopbackCluster } from '../apps/headless/src/local-cluster.ts';
 import { waitForCluster } from './bullmq.ts';
@@ -61,6 +63,46 @@ function timeToFirstStdout(cmd: string, args: string[], env?: Record<string, str
       else reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${stderr.slice(0, 500)}`));
     });
   });
+}
+
+/**
+ * The engine alone, as meshrun's executor reaches it (Docker API, no CLI process): create → attach → start →
+ * the first stdout bytes; then wait and remove. Separates the docker CLI's own cost from the engine's.
+ */
+async function dockerApiRound(docker: Docker): Promise<number> {
+  const t0 = performance.now();
+  const container = await docker.createContainer({
+    Image: IMAGE,
+    Cmd: COMMAND,
+    AttachStdout: true,
+    AttachStderr: true,
+    NetworkDisabled: true,
+    HostConfig: {
+      NanoCpus: Math.round(CPUS * 1e9),
+      Memory: MEMORY_BYTES,
+      LogConfig: { Type: 'none', Config: {} },
+    },
+  });
+  try {
+    const attached = (await container.attach({
+      stream: true,
+      stdout: true,
+      stderr: true,
+    })) as NodeJS.ReadableStream;
+    const first = new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('no output from the container')), RUN_TIMEOUT_MS);
+      attached.once('data', () => {
+        clearTimeout(timer);
+        resolve(performance.now() - t0);
+      });
+    });
+    await container.start();
+    const ms = await first;
+    await container.wait();
+    return ms;
+  } finally {
+    await container.remove({ force: true }).catch(() => {});
+  }
 }
 
 interface MeshRound {
@@ -145,20 +187,25 @@ export async function benchLatency(): Promise<Record<string, unknown>> {
       ...COMMAND,
     ];
     const cliEnv = childEnv();
+    const engine = new Docker();
     // Warm-up, not counted: image layers in the page cache, every daemon's Docker connection, JIT.
     await timeToFirstStdout('docker', dockerArgs);
+    await dockerApiRound(engine);
     for (let i = 0; i < 3; i++) await meshRound(client);
     await timeToFirstStdout(NODE_BIN, cliArgs, cliEnv);
 
     const docker: number[] = [];
+    const dockerApi: number[] = [];
     const mesh: MeshRound[] = [];
     const cli: number[] = [];
     for (let r = 0; r < RUNS; r++) {
       docker.push(await timeToFirstStdout('docker', dockerArgs));
+      dockerApi.push(await dockerApiRound(engine));
       mesh.push(await meshRound(client));
       cli.push(await timeToFirstStdout(NODE_BIN, cliArgs, cliEnv));
     }
     const d = stats(docker);
+    const a = stats(dockerApi);
     const m = stats(mesh.map((x) => x.totalMs));
     const k = stats(cli);
     const started = mesh.flatMap((x) => (x.startedMs === null ? [] : [x.startedMs]));
@@ -173,6 +220,10 @@ export async function benchLatency(): Promise<Record<string, unknown>> {
       overheadP50Ms: round(m.p50 - d.p50),
       overheadP99Ms: round(m.p99 - d.p99),
       overheadTargetMs: 100,
+      dockerApiP50Ms: a.p50,
+      dockerApiP99Ms: a.p99,
+      overheadVsDockerApiP50Ms: round(m.p50 - a.p50),
+      overheadVsDockerApiP99Ms: round(m.p99 - a.p99),
       cliP50Ms: k.p50,
       cliP99Ms: k.p99,
       cliOverheadP50Ms: round(k.p50 - d.p50),
@@ -182,6 +233,7 @@ export async function benchLatency(): Promise<Record<string, unknown>> {
         firstOutput: m.p50,
       },
       docker: d,
+      dockerApi: a,
       meshrun: m,
       cli: k,
     };
