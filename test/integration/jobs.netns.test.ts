@@ -164,6 +164,67 @@ describe('jobs end to end', { skip, timeout: 420_000 }, () => {
     }
   });
 
+  it('drain stops new assignments to a node and lets its running task finish; resume takes work again', async () => {
+    const target = c.nodes[1]!;
+    const targetId = [...byId].find(([, n]) => n === target)![0];
+    const pinned = await cli(c.nodes[0]!, [
+      'run',
+      '--detach',
+      '--label-constraint',
+      `host=${target.host.name}`,
+      '--memory',
+      '16M',
+      TEST_IMAGE,
+      '--',
+      'sh',
+      '-c',
+      'sleep 3; echo drained-ok',
+    ]);
+    const pinnedId = pinned.stdout.trim();
+    await waitFor(
+      async () => (await cliJson(c.nodes[0]!, ['status', pinnedId])).tasks[0].state === 'running',
+      { timeoutMs: 20_000, description: 'the pinned task to run' },
+    );
+    const d = await cli(target, ['node', 'drain']);
+    assert.equal(d.code, 0, d.stderr);
+    const spread = await cli(c.nodes[2]!, [
+      'run',
+      '--count',
+      '6',
+      '--memory',
+      '16M',
+      TEST_IMAGE,
+      '--',
+      'true',
+    ]);
+    assert.equal(spread.code, 0, spread.stderr);
+    const job = (await cliJson(c.nodes[2]!, ['jobs'])).at(-1);
+    const st = await cliJson(c.nodes[2]!, ['status', job.jobId]);
+    for (const t of st.tasks) assert.notEqual(t.nodeId, targetId, 'no new task on the draining node');
+    const done = await waitFor(
+      async () => {
+        const s = await cliJson(c.nodes[0]!, ['status', pinnedId]);
+        return s.state === 'succeeded' ? s : null;
+      },
+      { timeoutMs: 20_000, description: 'the running task to finish on the draining node' },
+    );
+    assert.equal(done.tasks[0].nodeId, targetId);
+    assert.equal((await cli(target, ['node', 'resume'])).code, 0);
+    const back = await cli(c.nodes[0]!, [
+      'run',
+      '--label-constraint',
+      `host=${target.host.name}`,
+      '--memory',
+      '16M',
+      TEST_IMAGE,
+      '--',
+      'echo',
+      'back',
+    ]);
+    assert.equal(back.code, 0, back.stderr);
+    assert.match(back.stdout, /back/);
+  });
+
   it('malformed job specs are refused with a clear error and nothing is committed', async () => {
     const n = c.nodes[0]!;
     const before = (await cliJson(n, ['jobs', '--limit', '10000'])).length;

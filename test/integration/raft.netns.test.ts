@@ -1,6 +1,7 @@
-// Raft on real daemons in network namespaces: a 3-voter cluster survives kill -9 of its leader and a
-// partition of its leader; the old leader steps down; after healing, logs converge; no acknowledged proposal
-// (a job submission that returned its ID) is ever lost.
+// Raft on real daemons in network namespaces: four nodes form a 3-voter cluster plus a learner by themselves;
+// the cluster survives kill -9 of its leader and a partition of its leader; the old leader steps down; after
+// healing, logs converge; a voter lost for good is replaced by the learner (autopilot); no acknowledged
+// proposal (a job submission that returned its ID) is ever lost.
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -41,7 +42,7 @@ describe('raft on real processes', { skip, timeout: 300_000 }, () => {
     assert.equal((await runCli(['keygen', keyFile])).code, 0);
     c = await startCluster({
       name: 'raft',
-      hosts: 3,
+      hosts: 4,
       daemonArgs: (host) => [
         '--data-dir',
         host.dataDir,
@@ -50,14 +51,17 @@ describe('raft on real processes', { skip, timeout: 300_000 }, () => {
         '--listen',
         `/ip4/${host.ip}/tcp/4801`,
       ],
+      env: () => ({ MESHRUN_DEAD_VOTER_MS: '8000' }),
       readyLog: /listening on/,
     });
     await waitFor(
       async () => {
         const all = await Promise.all(c.nodes.map((n) => cliJson(n, ['cluster', '--local'])));
-        return all.every((s) => s.leader && s.leader === all[0]!.leader && s.voters.length === 3);
+        return all.every(
+          (s) => s.leader && s.leader === all[0]!.leader && s.voters.length === 3 && s.learners.length === 1,
+        );
       },
-      { timeoutMs: 30_000, intervalMs: 300, description: 'a 3-voter cluster' },
+      { timeoutMs: 30_000, intervalMs: 300, description: 'a 3-voter cluster with one learner' },
     );
     for (const n of c.nodes) byId.set((await cliJson(n, ['cluster', '--local'])).id, n);
   });
@@ -135,8 +139,33 @@ describe('raft on real processes', { skip, timeout: 300_000 }, () => {
         (await cliJson(n, ['jobs', '--limit', '10000'])).map((j: Json) => j.jobId).sort(),
       ),
     );
-    assert.deepEqual(lists[1], lists[0]);
-    assert.deepEqual(lists[2], lists[0]);
+    for (const l of lists.slice(1)) assert.deepEqual(l, lists[0]);
     for (const id of acked) assert.ok(lists[0]!.includes(id), `acknowledged proposal ${id} survived`);
+  });
+  it('a voter lost for good is replaced: autopilot promotes the healthy learner and the cluster keeps 3 voters', async () => {
+    const st = await cliJson(c.nodes[0]!, ['cluster']);
+    const leader = st.leader as string;
+    const learner = st.learners[0].id as string;
+    const victimId = (st.voters as Json[]).map((v) => v.id as string).find((id) => id !== leader)!;
+    const victim = byId.get(victimId)!;
+    victim.proc.kill('SIGKILL');
+    await victim.proc.exited;
+    const live = c.nodes.find((n) => n !== victim)!;
+    const after = await waitFor(
+      async () => {
+        const s = await cliJson(live, ['cluster']);
+        const ids = (s.voters as Json[]).map((v) => v.id);
+        return ids.length === 3 && ids.includes(learner) && !ids.includes(victimId) ? s : null;
+      },
+      { timeoutMs: 45_000, intervalMs: 500, description: 'the learner to replace the lost voter' },
+    );
+    assert.equal(after.voters.length, 3);
+    const id = await waitFor(() => propose(live, 'after-autopilot'), {
+      timeoutMs: 10_000,
+      description: 'a proposal',
+    });
+    acked.push(id);
+    const list = (await cliJson(live, ['jobs', '--limit', '10000'])).map((j: Json) => j.jobId);
+    for (const a of acked) assert.ok(list.includes(a), `acknowledged proposal ${a} survived`);
   });
 });

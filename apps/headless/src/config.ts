@@ -42,6 +42,8 @@ export const DaemonConfigSchema = z
         heartbeatMs: z.number().int().min(100).max(60_000),
         nodeTtlMs: z.number().int().min(500).max(600_000),
         nodeGraceMs: z.number().int().min(0).max(600_000),
+        /** A Raft voter unreachable this long is replaced by a healthy learner. */
+        deadVoterMs: z.number().int().min(1000).max(3_600_000),
       })
       .strict(),
     /** Where the web dashboard's static files are (the desktop renderer build). */
@@ -59,7 +61,7 @@ export const DEFAULTS = {
   logLevel: 'info' as const,
   offer: {},
   voters: 3,
-  liveness: { heartbeatMs: 1000, nodeTtlMs: 10_000, nodeGraceMs: 5_000 },
+  liveness: { heartbeatMs: 1000, nodeTtlMs: 10_000, nodeGraceMs: 5_000, deadVoterMs: 30_000 },
 };
 
 export function defaultDataDir(): string {
@@ -109,11 +111,17 @@ export function configFromEnv(env: NodeJS.ProcessEnv): Partial<DaemonConfig> {
   if (env.MESHRUN_LOG_LEVEL) out.logLevel = env.MESHRUN_LOG_LEVEL as DaemonConfig['logLevel'];
   if (env.MESHRUN_VOTERS) out.voters = Number(env.MESHRUN_VOTERS) as DaemonConfig['voters'];
   if (env.MESHRUN_DASHBOARD_DIR) out.dashboardDir = env.MESHRUN_DASHBOARD_DIR;
-  if (env.MESHRUN_NODE_TTL_MS || env.MESHRUN_NODE_GRACE_MS || env.MESHRUN_HEARTBEAT_MS) {
+  if (
+    env.MESHRUN_NODE_TTL_MS ||
+    env.MESHRUN_NODE_GRACE_MS ||
+    env.MESHRUN_HEARTBEAT_MS ||
+    env.MESHRUN_DEAD_VOTER_MS
+  ) {
     out.liveness = {
       heartbeatMs: Number(env.MESHRUN_HEARTBEAT_MS ?? DEFAULTS.liveness.heartbeatMs),
       nodeTtlMs: Number(env.MESHRUN_NODE_TTL_MS ?? DEFAULTS.liveness.nodeTtlMs),
       nodeGraceMs: Number(env.MESHRUN_NODE_GRACE_MS ?? DEFAULTS.liveness.nodeGraceMs),
+      deadVoterMs: Number(env.MESHRUN_DEAD_VOTER_MS ?? DEFAULTS.liveness.deadVoterMs),
     };
   }
   return out;

@@ -60,6 +60,7 @@ export async function startNodeServices(daemon: Daemon): Promise<NodeServices> {
     machine,
     stateMachine,
     targetVoters: config.voters,
+    deadVoterAfterMs: config.liveness.deadVoterMs,
     onChange: () => daemon.refreshAdvertisement(),
   });
   daemon.setClusterView(() => cluster.view());

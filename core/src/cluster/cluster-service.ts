@@ -46,6 +46,8 @@ export interface ClusterServiceOptions {
   /** The replicated state machine (for the key-value RPCs). */
   stateMachine: JobLogStateMachine;
   targetVoters: number;
+  /** A voter unreachable this long is replaced by a healthy learner (default 30 s). */
+  deadVoterAfterMs: number;
   /** Fired whenever leader, term or role change (the daemon re-advertises). */
   onChange?: () => void;
 }
@@ -143,6 +145,7 @@ export class ClusterService implements CommandLog {
   #joining = false;
   #stopped = false;
   #bootstrapView = '';
+  readonly #unreachableSince = new Map<string, number>();
   #bootstrapVotes = 0;
 
   constructor(o: ClusterServiceOptions) {
@@ -268,12 +271,16 @@ export class ClusterService implements CommandLog {
     const connected = new Set(this.#o.node.peers().map((p) => p.peerId));
     connected.add(s.id);
     const health = new Map<string, { alive: boolean; lastContactTicks: number; matchIndex: number }>();
+    const now = Date.now();
     for (const [id, p] of Object.entries(s.progress)) {
-      health.set(id, {
-        alive: id === s.id || (connected.has(id) && p.recentActive),
-        lastContactTicks: 0,
-        matchIndex: p.match,
-      });
+      const reachable = id === s.id || (connected.has(id) && p.recentActive);
+      if (reachable) this.#unreachableSince.delete(id);
+      else if (!this.#unreachableSince.has(id)) this.#unreachableSince.set(id, now);
+      // A voter counts as dead only after a while: a restart must not cost a node its seat (removed IDs
+      // cannot come back), like Consul autopilot's stabilization time.
+      const dead = !reachable && now - (this.#unreachableSince.get(id) ?? now) >= this.#o.deadVoterAfterMs;
+      const isVoter = s.conf.voters.includes(id);
+      health.set(id, { alive: isVoter ? !dead : reachable, lastContactTicks: 0, matchIndex: p.match });
     }
     const lastIndex = s.progress[s.id]?.match ?? s.commit;
     const cc = autopilot({ conf: s.conf, targetVoters: this.#o.targetVoters, health, lastIndex });
