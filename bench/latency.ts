@@ -9,7 +9,7 @@
  *   task → the first stdout item. Also split into submit ack, container started (the task's `startedAt`
  *   from the log) and first output.
  * - meshrun CLI: spawn `meshrun --peer … run IMAGE -- CMD` → its first stdout byte (includes Node start-up,
- *   module loading and the libp2p dial of a fresh process).
+ *   module loading and the libp2p dial of a fresh process); `meshrun --help` alone gives the start-up part.
  *
  * Overhead = meshrun p50/p99 − docker p50/p99 (target ≤ 100 ms). Run alone: `npx node bench/latency.ts`.
  */
@@ -198,11 +198,14 @@ export async function benchLatency(): Promise<Record<string, unknown>> {
     const dockerApi: number[] = [];
     const mesh: MeshRound[] = [];
     const cli: number[] = [];
+    const cliHelp: number[] = [];
     for (let r = 0; r < RUNS; r++) {
       docker.push(await timeToFirstStdout('docker', dockerArgs));
       dockerApi.push(await dockerApiRound(engine));
       mesh.push(await meshRound(client));
       cli.push(await timeToFirstStdout(NODE_BIN, cliArgs, cliEnv));
+      // The CLI's fixed cost: a Node process loading meshrun's modules, with no network at all.
+      cliHelp.push(await timeToFirstStdout(NODE_BIN, [MESHRUN_CLI, '--help'], cliEnv));
     }
     const d = stats(docker);
     const a = stats(dockerApi);
@@ -227,6 +230,7 @@ export async function benchLatency(): Promise<Record<string, unknown>> {
       cliP50Ms: k.p50,
       cliP99Ms: k.p99,
       cliOverheadP50Ms: round(k.p50 - d.p50),
+      cliStartupOnlyP50Ms: stats(cliHelp).p50,
       meshrunPhasesP50Ms: {
         submitAck: stats(mesh.map((x) => x.submitAckMs)).p50,
         containerStarted: stats(started).p50,
