@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x node_modules/.bin/node ] || [ ! -d node_modules/libp2p ]; then
-  ELECTRON_SKIP_BINARY_DOWNLOAD=1 npm ci --no-audit --no-fund >/dev/null
+  # `npm install` (not `npm ci`): npm 11 here writes lockfiles without other platforms' optional
+  # packages (e.g. biome's darwin binaries), which `npm ci` then rejects as out of sync.
+  ELECTRON_SKIP_BINARY_DOWNLOAD=1 npm install --no-audit --no-fund >/dev/null
 fi
 # Docker is optional for the demo (it falls back to WASM); start the engine if it is installed but idle.
 if command -v dockerd >/dev/null && ! docker info >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

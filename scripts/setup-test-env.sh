@@ -18,8 +18,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if [ ! -x node_modules/.bin/node ] || [ ! -d node_modules/libp2p ]; then
-  log "npm ci"
-  ELECTRON_SKIP_BINARY_DOWNLOAD=1 npm ci --no-audit --no-fund >/dev/null
+  log "npm install"
+  # `npm install` (not `npm ci`): npm 11 here writes lockfiles without other platforms' optional
+  # packages (e.g. biome's darwin binaries), which `npm ci` then rejects as out of sync.
+  ELECTRON_SKIP_BINARY_DOWNLOAD=1 npm install --no-audit --no-fund >/dev/null
 fi
 ver=$(node_modules/.bin/node -p 'process.versions.node.split(".")[0]')
 [ "$ver" -ge 22 ] || { echo "setup: node_modules/.bin/node is v$ver, need >= 22" >&2; exit 1; }
