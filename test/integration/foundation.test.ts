@@ -276,3 +276,29 @@ function encodeVarint(n: number): Uint8Array {
   out.push(v);
   return new Uint8Array(out);
 }
+
+describe('Node version guard', () => {
+  it('the meshrun binary refuses an old Node with a clear message (no deep libp2p failure)', async (t) => {
+    const { execFileSync, spawnSync } = await import('node:child_process');
+    const old = ['/usr/bin/node', '/usr/local/bin/node'].find((bin) => {
+      try {
+        return (
+          Number(execFileSync(bin, ['-p', 'process.versions.node.split(".")[0]']).toString().trim()) < 22
+        );
+      } catch {
+        return false;
+      }
+    });
+    if (!old) {
+      t.skip('no Node older than 22 on this machine');
+      return;
+    }
+    const bin = new URL('../../apps/headless/bin/meshrun.js', import.meta.url).pathname;
+    const r = spawnSync(old, [bin, 'nodes'], {
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
+    assert.equal(r.status, 125);
+    assert.match(r.stderr, /needs Node >= 22\.18/);
+  });
+});
