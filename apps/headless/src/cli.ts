@@ -3,6 +3,7 @@
  * table for people and, with `--json`, the documented JSON shape for machines. Errors go to stderr with a
  * non-zero exit code.
  */
+import { writeNewSubmitterKey } from '@meshrun/core/cluster/submitter-keys.ts';
 import { writeNewClusterKey } from '@meshrun/core/node/cluster-key.ts';
 import { RemoteRpcError } from '@meshrun/core/node/mesh-node.ts';
 import type { NodeRow } from '@meshrun/protocol';
@@ -27,6 +28,7 @@ interface GlobalOpts {
   token?: string;
   peer?: string;
   clusterKey?: string;
+  key?: string;
   json?: boolean;
 }
 
@@ -47,6 +49,7 @@ function globalOpts(cmd: Command): GlobalOpts {
     token: o.token ?? process.env.MESHRUN_API_TOKEN,
     peer: o.peer ?? process.env.MESHRUN_PEER,
     clusterKey: o.clusterKey ?? process.env.MESHRUN_CLUSTER_KEY,
+    key: o.key ?? process.env.MESHRUN_KEY,
   };
 }
 
@@ -97,6 +100,7 @@ export function buildProgram(): Command {
     .option('--token <token>', 'API token for --api (env MESHRUN_API_TOKEN)')
     .option('--peer <multiaddr>', 'reach any peer over libp2p (needs --cluster-key; env MESHRUN_PEER)')
     .option('--cluster-key <file>', 'cluster key file (env MESHRUN_CLUSTER_KEY)')
+    .option('--key <file>', 'submitter key: sign every request with it (env MESHRUN_KEY)')
     .option('--json', 'machine-readable output')
     .showHelpAfterError()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
@@ -226,6 +230,64 @@ export function buildProgram(): Command {
       await helpers.withClient(cmd, async (client, opts) => {
         const rows = (await client.call('nodes', {})) as NodeRow[];
         helpers.print(opts, rows, () => nodesTable(rows));
+      });
+    });
+
+  const keys = program.command('keys').description('submitter keys: who may run jobs on this cluster');
+  keys
+    .command('new')
+    .description('write a new submitter key pair to FILE and print its public key ID')
+    .argument('<file>')
+    .action(async (file: string) => {
+      try {
+        process.stdout.write(`${await writeNewSubmitterKey(file)}\n`);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST')
+          throw new CliError(`${file} already exists; refusing to overwrite a key`);
+        throw err;
+      }
+    });
+  keys
+    .command('add')
+    .description('trust a public key (admin)')
+    .argument('<pubkey>', 'key ID printed by `meshrun keys new`')
+    .requiredOption('--role <role>', 'submit | admin')
+    .requiredOption('--name <name>', 'who holds it')
+    .action(async (pubkey: string, o, cmd: Command) => {
+      await helpers.withClient(cmd, async (client, opts) => {
+        const r = await client.call('keys.add', { key: pubkey, role: o.role, name: o.name });
+        helpers.print(opts, r, () => `trusted ${pubkey} as ${o.name} (${o.role})`);
+      });
+    });
+  keys
+    .command('revoke')
+    .description('stop trusting a key (admin)')
+    .argument('<pubkey>')
+    .action(async (pubkey: string, _o, cmd: Command) => {
+      await helpers.withClient(cmd, async (client, opts) => {
+        const r = await client.call('keys.revoke', { key: pubkey });
+        helpers.print(opts, r, () => `revoked ${pubkey}`);
+      });
+    });
+  keys
+    .command('list')
+    .description('trusted and revoked keys')
+    .action(async (_o, cmd: Command) => {
+      await helpers.withClient(cmd, async (client, opts) => {
+        const rows = (await client.call('keys.list', {})) as {
+          key: string;
+          name: string;
+          role: string;
+          revoked: boolean;
+        }[];
+        helpers.print(opts, rows, () =>
+          rows.length === 0
+            ? 'no keys: the cluster accepts any holder of the cluster key'
+            : table(
+                ['KEY', 'NAME', 'ROLE', 'STATE'],
+                rows.map((k) => [k.key, k.name, k.role, k.revoked ? 'revoked' : 'trusted']),
+              ),
+        );
       });
     });
 

@@ -8,6 +8,12 @@ import { identify } from '@libp2p/identify';
 import type { Libp2p } from '@libp2p/interface';
 import { preSharedKey } from '@libp2p/pnet';
 import { tcp } from '@libp2p/tcp';
+import {
+  canonicalParams,
+  readSubmitterKey,
+  type SubmitterKey,
+  signRequest,
+} from '@meshrun/core/cluster/submitter-keys.ts';
 import { ClusterKeyError, readClusterKey } from '@meshrun/core/node/cluster-key.ts';
 import { callControl, RemoteRpcError } from '@meshrun/core/node/mesh-node.ts';
 import { fromJsonText, toJsonText } from '@meshrun/protocol';
@@ -167,6 +173,8 @@ export class P2pClient implements NodeClient {
 }
 
 export interface ClientSelection {
+  /** Submitter key file: every call is signed with it. */
+  key?: string;
   dataDir?: string;
   api?: string;
   token?: string;
@@ -174,7 +182,36 @@ export interface ClientSelection {
   clusterKey?: string;
 }
 
+/** Signs every call with a submitter key; params are sent in their canonical form, the form that was signed. */
+class SigningClient implements NodeClient {
+  readonly #inner: NodeClient;
+  readonly #key: SubmitterKey;
+  constructor(inner: NodeClient, key: SubmitterKey) {
+    this.#inner = inner;
+    this.#key = key;
+  }
+  async call(method: string, params: unknown = {}, opts: CallOptions = {}): Promise<unknown> {
+    const canonical = canonicalParams(params);
+    const auth = await signRequest(this.#key, method, canonical);
+    return this.#inner.call(method, canonical, { ...opts, auth });
+  }
+  close(): Promise<void> {
+    return this.#inner.close();
+  }
+}
+
 export async function connectClient(sel: ClientSelection): Promise<NodeClient> {
+  const inner = await connectUnsigned(sel);
+  if (!sel.key) return inner;
+  try {
+    return new SigningClient(inner, await readSubmitterKey(sel.key));
+  } catch (err) {
+    await inner.close();
+    throw new CliError((err as Error).message);
+  }
+}
+
+async function connectUnsigned(sel: ClientSelection): Promise<NodeClient> {
   if (sel.peer) return P2pClient.create(sel.peer, sel.clusterKey);
   if (sel.api) {
     let token = sel.token;

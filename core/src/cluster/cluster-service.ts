@@ -6,6 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { peerIdFromString } from '@libp2p/peer-id';
 import {
   decode,
   decodeUnchecked,
@@ -13,16 +14,18 @@ import {
   type JobCommandInput,
   JobCommandSchema,
   RPC_ERRORS,
+  validateJobSpec,
 } from '@meshrun/protocol';
 import type { Level } from 'level';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import type { ApplyResult, JobStateMachine } from '../jobs/state-machine.ts';
+import type { ApplyErrorCode, ApplyResult, JobStateMachine } from '../jobs/state-machine.ts';
 import type { MeshNode } from '../node/mesh-node.ts';
-import { RpcFailure } from '../node/rpc-registry.ts';
+import { type RpcContext, RpcFailure } from '../node/rpc-registry.ts';
 import { autopilot, decideFormation } from '../raft/formation.ts';
 import type { ConfChange, ConfState, Entry, Status } from '../raft/types.ts';
-import type { CommandLog } from './command-log.ts';
+import type { CommandLog, ProposeOptions } from './command-log.ts';
+import { canonicalParams, RequestAuthSchema, verifyRequest } from './submitter-keys.ts';
 
 /** What the cluster service needs from a Raft driver (core/src/raft/driver.ts provides it). */
 export interface ConsensusDriver {
@@ -75,10 +78,55 @@ const KvPutSchema = z.object({
   key: z.string().min(1).max(KV_LIMITS.maxKeyLength),
   value: z.instanceof(Uint8Array).refine((v) => v.byteLength <= KV_LIMITS.maxValueBytes, 'value too large'),
 });
+const RoleSchema = z.enum(['submit', 'admin']);
+type Role = z.infer<typeof RoleSchema>;
+interface TrustedKey {
+  role: Role;
+  name: string;
+  addedAt: number;
+  revoked: boolean;
+}
+/** Trusted submitter keys kept in the replicated state. */
+export const MAX_TRUSTED_KEYS = 10_000;
+const SignedSchema = z.object({ method: z.string().max(64), params: z.unknown(), auth: RequestAuthSchema });
+export type SignedRequest = z.infer<typeof SignedSchema>;
+const WrappedSchema = z
+  .object({ cmd: z.unknown(), signed: SignedSchema.optional(), local: z.string().max(128).optional() })
+  .refine((w) => (w.signed === undefined) !== (w.local === undefined), 'exactly one of signed or local');
+const TrustEntrySchema = z
+  .object({
+    trust: z.enum(['add', 'revoke']),
+    key: z.string().min(1).max(128),
+    role: RoleSchema.optional(),
+    name: z.string().min(1).max(64).optional(),
+    at: z.number().int().nonnegative(),
+    signed: SignedSchema.optional(),
+    local: z.string().max(128).optional(),
+  })
+  .refine(
+    (e) => e.trust === 'revoke' || (e.role !== undefined && e.name !== undefined),
+    'add needs role and name',
+  )
+  .refine((e) => (e.signed === undefined) !== (e.local === undefined), 'exactly one of signed or local');
+type Origin = { kind: 'plain' } | { kind: 'local'; node: string } | { kind: 'signed'; signed: SignedRequest };
+
+function refuse(code: ApplyErrorCode, error: string): ApplyResult {
+  return { ok: false, code, error, stale: false };
+}
+
 const SnapshotSchema = z.object({
   v: z.literal(2),
   jobs: z.instanceof(Uint8Array),
   kv: z.array(z.tuple([z.string(), z.instanceof(Uint8Array)])).max(KV_LIMITS.maxKeys),
+  trust: z
+    .array(
+      z.tuple([
+        z.string(),
+        z.object({ role: RoleSchema, name: z.string(), addedAt: z.number(), revoked: z.boolean() }),
+      ]),
+    )
+    .max(MAX_TRUSTED_KEYS)
+    .default([]),
 });
 
 /**
@@ -112,29 +160,140 @@ export class JobLogStateMachine {
       if (this.kv.size > KV_LIMITS.maxKeys) this.kv.delete(this.kv.keys().next().value!);
       return { ok: true, kv: true };
     }
-    const parsed = JobCommandSchema.safeParse(raw);
-    if (!parsed.success)
-      return {
-        ok: false,
-        code: 'INVALID',
-        error: parsed.error.issues[0]?.message ?? 'invalid command',
-        stale: false,
-      };
+    if (raw && typeof raw === 'object' && 'trust' in raw) return this.#applyTrust(raw);
+    let cmdRaw: unknown = raw;
+    let origin: Origin = { kind: 'plain' };
+    if (raw && typeof raw === 'object' && 'cmd' in raw) {
+      const w = WrappedSchema.safeParse(raw);
+      if (!w.success) return refuse('INVALID', 'malformed signed entry');
+      cmdRaw = w.data.cmd;
+      origin = w.data.local
+        ? { kind: 'local', node: w.data.local }
+        : { kind: 'signed', signed: w.data.signed! };
+    }
+    const parsed = JobCommandSchema.safeParse(cmdRaw);
+    if (!parsed.success) return refuse('INVALID', parsed.error.issues[0]?.message ?? 'invalid command');
     const cmd = parsed.data as JobCommandInput;
+    // Every node re-checks who may do this, from the log alone: a peer cannot submit in someone's name.
+    const denied = this.#authorize(cmd, origin);
+    if (denied) return refuse('INVALID', denied);
     const result = this.machine.apply(cmd);
     this.applied.emit('applied', cmd, result);
     return result;
   }
+
+  /** The trusted submitter keys (replicated). */
+  readonly trust = new Map<string, TrustedKey>();
+
+  /** Keys are required once any is trusted; until then (a fresh cluster) the cluster key alone suffices. */
+  get secured(): boolean {
+    return [...this.trust.values()].some((k) => !k.revoked);
+  }
+
+  /** Why `key` may not act, or null. */
+  keyProblem(keyId: string, roles: Role[]): string | null {
+    const k = this.trust.get(keyId);
+    if (!k)
+      return `unknown key ${keyId}: an admin must add it first (meshrun keys add ${keyId} --role submit --name NAME)`;
+    if (k.revoked) return `key ${keyId} (${k.name}) was revoked`;
+    if (!roles.includes(k.role))
+      return `key ${keyId} (${k.name}) has role ${k.role}; this needs ${roles.join(' or ')}`;
+    return null;
+  }
+
+  submitterOf(keyId: string): string {
+    return `key:${this.trust.get(keyId)?.name ?? '?'}:${keyId}`;
+  }
+
+  #authorize(cmd: JobCommandInput, origin: Origin): string | null {
+    if (cmd.type !== 'submitJob' && cmd.type !== 'cancelJob') return null; // node-generated: fenced by attempts
+    if (origin.kind === 'local') return null; // the machine's owner, through the data dir, is admin
+    if (origin.kind === 'plain')
+      return this.secured ? 'this cluster requires a signed request (use --key)' : null;
+    const { auth, method, params } = origin.signed;
+    const bad = verifyRequest(auth, method, params, cmd.at);
+    if (bad) return bad;
+    if (cmd.type === 'submitJob') {
+      if (method !== 'jobs.submit') return 'signature is for another method';
+      const problem = this.keyProblem(auth.key, ['submit', 'admin']);
+      if (problem) return problem;
+      if (cmd.submitter !== this.submitterOf(auth.key)) return 'submitter does not match the signing key';
+      let signedSpec: unknown;
+      try {
+        signedSpec = validateJobSpec((params as { spec?: unknown })?.spec);
+      } catch {
+        return 'the signed spec is invalid';
+      }
+      if (!Buffer.from(encode(signedSpec)).equals(Buffer.from(encode(cmd.spec))))
+        return 'the job is not the one that was signed';
+      return null;
+    }
+    if (method !== 'jobs.cancel' || (params as { jobId?: unknown })?.jobId !== cmd.jobId)
+      return 'signature is for another request';
+    const problem = this.keyProblem(auth.key, ['submit', 'admin']);
+    if (problem) return problem;
+    const job = this.machine.job(cmd.jobId);
+    if (this.trust.get(auth.key)?.role !== 'admin' && job && job.submitter !== this.submitterOf(auth.key)) {
+      return `key ${auth.key} may only cancel its own jobs (this one is ${job.submitter}'s)`;
+    }
+    return null;
+  }
+
+  #applyTrust(raw: object): { ok: true; kv: true } | ApplyResult {
+    const t = TrustEntrySchema.safeParse(raw);
+    if (!t.success) return refuse('INVALID', 'malformed trust entry');
+    const e = t.data;
+    if (!e.local) {
+      const { auth, method, params } = e.signed!;
+      const bad = verifyRequest(auth, method, params, e.at);
+      if (bad) return refuse('INVALID', bad);
+      const problem = this.keyProblem(auth.key, ['admin']);
+      if (problem) return refuse('INVALID', problem);
+      const p = params as { key?: unknown; role?: unknown; name?: unknown };
+      if (
+        method !== `keys.${e.trust}` ||
+        p?.key !== e.key ||
+        (e.trust === 'add' && (p.role !== e.role || p.name !== e.name))
+      ) {
+        return refuse('INVALID', 'the key change is not the one that was signed');
+      }
+    }
+    if (e.trust === 'add') {
+      if (this.trust.get(e.key)?.revoked)
+        return refuse('INVALID', `key ${e.key} was revoked; make a new key`);
+      if (this.trust.size >= MAX_TRUSTED_KEYS) return refuse('INVALID', 'too many keys');
+      this.trust.set(e.key, { role: e.role!, name: e.name!, addedAt: e.at, revoked: false });
+    } else {
+      const k = this.trust.get(e.key);
+      if (!k) return refuse('NOT_FOUND', `unknown key ${e.key}`);
+      k.revoked = true;
+    }
+    return { ok: true, kv: true };
+  }
+
   snapshot(): Uint8Array {
-    return encode({ v: 2, jobs: this.machine.snapshot(), kv: [...this.kv.entries()] });
+    return encode({
+      v: 2,
+      jobs: this.machine.snapshot(),
+      kv: [...this.kv.entries()],
+      trust: [...this.trust.entries()],
+    });
   }
   restore(data: Uint8Array): void {
     const snap = decode(SnapshotSchema, data);
     this.machine.restore(snap.jobs);
     this.kv.clear();
     for (const [k, v] of snap.kv) this.kv.set(k, v);
+    this.trust.clear();
+    for (const [k, v] of snap.trust) this.trust.set(k, { ...v });
     this.applied.emit('restored');
   }
+}
+
+export interface Principal {
+  submitter: string;
+  admin: boolean;
+  origin: ProposeOptions;
 }
 
 export class ClusterService implements CommandLog {
@@ -294,11 +453,71 @@ export class ClusterService implements CommandLog {
 
   // ---- CommandLog ---------------------------------------------------------------------------------------
 
-  async propose(cmd: JobCommandInput, opts: { timeoutMs?: number } = {}): Promise<ApplyResult> {
+  async propose(cmd: JobCommandInput, opts: ProposeOptions = {}): Promise<ApplyResult> {
     if (!this.#o.driver.hasState())
       throw new RpcFailure(RPC_ERRORS.unavailable, 'this node has not joined a cluster yet');
-    const { result } = await this.#o.driver.propose(encode(cmd), { timeoutMs: opts.timeoutMs ?? 10_000 });
+    const entry = opts.signed
+      ? { cmd, signed: opts.signed }
+      : opts.local
+        ? { cmd, local: this.#o.node.peerId }
+        : cmd;
+    const { result } = await this.#o.driver.propose(encode(entry), { timeoutMs: opts.timeoutMs ?? 10_000 });
     return result as ApplyResult;
+  }
+
+  /**
+   * Who is asking, at the front door (the log re-checks signed requests when it applies them): the machine's
+   * owner through the local API is admin; a signed request acts as its key (if trusted); an unsigned request from
+   * a peer is accepted only while the cluster trusts no key yet.
+   */
+  authorize(
+    method: string,
+    rawParams: unknown,
+    ctx: RpcContext,
+    roles: ('submit' | 'admin')[] = ['submit', 'admin'],
+  ): Principal {
+    const sm = this.#o.stateMachine;
+    const params = canonicalParams(rawParams);
+    if (ctx.via === 'local')
+      return { submitter: `local:${this.#o.node.peerId}`, admin: true, origin: { local: true } };
+    if (ctx.auth !== undefined && ctx.auth !== null) {
+      const auth = RequestAuthSchema.safeParse(ctx.auth);
+      if (!auth.success) throw new RpcFailure(RPC_ERRORS.forbidden, 'malformed request signature');
+      const bad = verifyRequest(auth.data, method, params, Date.now());
+      if (bad) throw new RpcFailure(RPC_ERRORS.forbidden, bad);
+      const problem = sm.keyProblem(auth.data.key, roles);
+      if (problem) throw new RpcFailure(RPC_ERRORS.forbidden, problem);
+      return {
+        submitter: sm.submitterOf(auth.data.key),
+        admin: sm.trust.get(auth.data.key)?.role === 'admin',
+        origin: { signed: { method, params, auth: auth.data } },
+      };
+    }
+    if (sm.secured) {
+      throw new RpcFailure(
+        RPC_ERRORS.forbidden,
+        'this cluster requires a submitter key: pass --key FILE (make one with `meshrun keys new FILE` and ask an admin to add it)',
+      );
+    }
+    // Open cluster (no key trusted yet): holding the cluster key is enough, as before keys existed.
+    return { submitter: `peer:${ctx.remotePeer ?? 'unknown'}`, admin: true, origin: {} };
+  }
+
+  /** Adds or revokes a trusted submitter key (signed by an admin key, or by the local owner). */
+  async changeTrust(
+    entry: { trust: 'add' | 'revoke'; key: string; role?: string; name?: string },
+    origin: ProposeOptions,
+  ): Promise<void> {
+    if (!this.#o.driver.hasState())
+      throw new RpcFailure(RPC_ERRORS.unavailable, 'this node has not joined a cluster yet');
+    const body = {
+      ...entry,
+      at: Date.now(),
+      ...(origin.signed ? { signed: origin.signed } : { local: this.#o.node.peerId }),
+    };
+    const { result } = await this.#o.driver.propose(encode(body), { timeoutMs: 10_000 });
+    const r = result as { ok: boolean; error?: string };
+    if (!r.ok) throw new RpcFailure(RPC_ERRORS.forbidden, r.error ?? 'refused');
   }
 
   async readBarrier(): Promise<void> {
@@ -418,6 +637,38 @@ export class ClusterService implements CommandLog {
         return { value: this.#o.stateMachine.kv.get(key) ?? null };
       },
     );
+    rpc.register(
+      'keys.add',
+      z
+        .object({
+          key: z.string().min(1).max(128),
+          role: z.enum(['submit', 'admin']),
+          name: z.string().min(1).max(64),
+        })
+        .strict(),
+      async (p, ctx) => {
+        const who = this.authorize('keys.add', p, ctx, ['admin']);
+        try {
+          peerIdFromString(p.key);
+        } catch {
+          throw new RpcFailure(
+            RPC_ERRORS.badRequest,
+            `"${p.key}" is not a key ID (meshrun keys new prints it)`,
+          );
+        }
+        await this.changeTrust({ trust: 'add', ...p }, who.origin);
+        return { key: p.key, role: p.role, name: p.name };
+      },
+    );
+    rpc.register('keys.revoke', z.object({ key: z.string().min(1).max(128) }).strict(), async (p, ctx) => {
+      const who = this.authorize('keys.revoke', p, ctx, ['admin']);
+      await this.changeTrust({ trust: 'revoke', key: p.key }, who.origin);
+      return { key: p.key, revoked: true };
+    });
+    rpc.register('keys.list', z.object({}).strict(), async () => {
+      await this.readBarrier().catch(() => {});
+      return [...this.#o.stateMachine.trust.entries()].map(([key, k]) => ({ key, ...k }));
+    });
     rpc.register('cluster.transfer', z.object({ to: z.string().min(1).max(128) }).strict(), ({ to }) => {
       this.#o.driver.transferLeadership(to);
       return { ok: true };

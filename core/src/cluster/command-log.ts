@@ -6,12 +6,31 @@
 
 import type { JobCommandInput } from '@meshrun/protocol';
 import type { ApplyResult } from '../jobs/state-machine.ts';
+import type { RpcContext } from '../node/rpc-registry.ts';
+
+/** Who asked: a signed request travels into the log so every node re-checks it; `local` is the machine's owner. */
+export interface ProposeOptions {
+  timeoutMs?: number;
+  signed?: {
+    method: string;
+    params: unknown;
+    auth: { key: string; at: number; nonce: string; sig: Uint8Array };
+  };
+  local?: boolean;
+}
 
 export interface CommandLog {
   /** Replicates `cmd`; resolves with the result of applying it (on this node) once committed. */
-  propose(cmd: JobCommandInput, opts?: { timeoutMs?: number }): Promise<ApplyResult>;
+  propose(cmd: JobCommandInput, opts?: ProposeOptions): Promise<ApplyResult>;
   /** Linearizable read barrier: after it resolves, local state reflects every write acknowledged before. */
   readBarrier(): Promise<void>;
+  /** Who is asking (throws RpcFailure when refused); see ClusterService.authorize. */
+  authorize(
+    method: string,
+    params: unknown,
+    ctx: RpcContext,
+    roles?: ('submit' | 'admin')[],
+  ): { submitter: string; admin: boolean; origin: ProposeOptions };
   isLeader(): boolean;
   leaderId(): string | null;
 }

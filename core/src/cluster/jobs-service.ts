@@ -503,10 +503,11 @@ export class JobsService {
         throw new RpcFailure(RPC_ERRORS.refused, (err as ProtocolError).message);
       }
       const jobId = formatJobId(Date.now(), randomBytes(8));
-      const submitter = ctx.via === 'local' ? `local:${this.#self}` : `peer:${ctx.remotePeer}`;
+      const who = this.#o.commands.authorize('jobs.submit', { spec }, ctx);
+      const submitter = who.submitter;
       const res = await this.#o.commands.propose(
         { type: 'submitJob', jobId, spec: valid, submitter, at: Date.now() },
-        { timeoutMs: 15_000 },
+        { timeoutMs: 15_000, ...who.origin },
       );
       if (!res.ok) throw new RpcFailure(RPC_ERRORS.refused, res.error);
       return { jobId, tasks: m.job(jobId)?.taskCount ?? 0 };
@@ -590,8 +591,18 @@ export class JobsService {
     );
 
     rpc.register('jobs.cancel', z.object({ jobId: z.string().max(128) }).strict(), async ({ jobId }, ctx) => {
-      const by = ctx.via === 'local' ? `local:${this.#self}` : `peer:${ctx.remotePeer}`;
-      const res = await this.#o.commands.propose({ type: 'cancelJob', jobId, by, at: Date.now() });
+      const who = this.#o.commands.authorize('jobs.cancel', { jobId }, ctx);
+      const job = m.job(jobId);
+      if (job && !who.admin && job.submitter !== who.submitter) {
+        throw new RpcFailure(
+          RPC_ERRORS.forbidden,
+          `you may only cancel your own jobs (${jobId} is ${job.submitter}'s)`,
+        );
+      }
+      const res = await this.#o.commands.propose(
+        { type: 'cancelJob', jobId, by: who.submitter, at: Date.now() },
+        who.origin,
+      );
       if (!res.ok)
         throw new RpcFailure(res.code === 'NOT_FOUND' ? RPC_ERRORS.notFound : RPC_ERRORS.refused, res.error);
       return { jobId, state: m.job(jobId)?.state ?? 'cancelled' };
@@ -611,7 +622,8 @@ export class JobsService {
             .optional(),
         })
         .strict(),
-      async ({ nodeId, mode, deadlineMs }) => {
+      async ({ nodeId, mode, deadlineMs }, ctx) => {
+        this.#o.commands.authorize('node.setMode', { nodeId, mode, deadlineMs }, ctx, ['admin']);
         const target = nodeId ?? this.#self;
         const res = await this.#o.commands.propose({
           type: 'setNodeMode',
