@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { type Cluster, type ClusterNode, startCluster } from '../test/src/cluster.ts';
-import { runCli, sleep, waitFor } from '../test/src/proc.ts';
+import { runCli, StopWaiting, sleep, waitFor } from '../test/src/proc.ts';
 
 const TEST_IMAGE = 'meshrun-test/busybox:1';
 /** How often the sampler looks at `docker ps` and the daemons' RSS. */
@@ -37,6 +37,13 @@ const DOCKER_PS_MAX_BYTES = 16 * 1024 * 1024;
 const FORM_TIMEOUT_MS = 120_000;
 /** Limit on one short CLI call (status, cluster, nodes) on a loaded machine. */
 const CLI_TIMEOUT_MS = 60_000;
+/**
+ * A job that is unfinished while none of its containers has run for this long is stuck (a lost quorum, a
+ * dead leader): the run stops there with diagnostics instead of waiting for the whole run timeout.
+ */
+const STALL_MS = 60_000;
+/** How often the watchdog looks for dead daemons and stalls. */
+const WATCHDOG_INTERVAL_MS = 1000;
 
 export interface ScaleOptions {
   /** Network / artifact folder name. */
@@ -128,6 +135,7 @@ const AttemptSchema = z.looseObject({
 });
 const JobSchema = z.looseObject({
   jobId: z.string(),
+  name: z.string(),
   state: z.string(),
   createdAt: Time,
   finishedAt: Time,
@@ -205,6 +213,8 @@ class Sampler {
   failedSamples = 0;
   maxGapMs = 0;
   lastRunning = 0;
+  /** performance.now() of the last sample that saw a container of this cluster running (0: none yet). */
+  lastBusyAt = 0;
   #stopped = false;
   #loop: Promise<void> | undefined;
   #t0 = 0;
@@ -265,6 +275,7 @@ class Sampler {
       }
     }
     this.lastRunning = total;
+    if (total > 0) this.lastBusyAt = performance.now();
     this.peakRunning = Math.max(this.peakRunning, total);
     if (this.allRunningMs === null && total >= this.#tasks) this.allRunningMs = atMs;
     if (this.timeline.length < MAX_TIMELINE_POINTS) this.timeline.push([atMs, total]);
@@ -294,6 +305,51 @@ export function maxOverlap(intervals: readonly [number, number][]): number {
     max = Math.max(max, open);
   }
   return max;
+}
+
+/** A description of every daemon that has exited (with its log tail), or null while all run. */
+function deadDaemons(cluster: Cluster): string | null {
+  const dead = cluster.nodes.filter((n) => n.proc.exitInfo !== undefined);
+  if (dead.length === 0) return null;
+  return dead
+    .map(
+      (n) =>
+        `${n.host.name} exited (code ${n.proc.exitInfo!.code} signal ${n.proc.exitInfo!.signal}):\n${n.logTail(3000)}`,
+    )
+    .join('\n');
+}
+
+/** For waitFor predicates: stop waiting at once when a daemon died (it will not answer). */
+function stopIfDead(cluster: Cluster): void {
+  const dead = deadDaemons(cluster);
+  if (dead) throw new StopWaiting(`a daemon exited: ${dead}`);
+}
+
+/**
+ * Resolves never; rejects when a daemon exits or the job stalls (see STALL_MS), whichever comes first, or
+ * stops quietly once `done` is aborted. Checks every WATCHDOG_INTERVAL_MS; bounded by the run's lifetime.
+ */
+async function watchdog(
+  cluster: Cluster,
+  sampler: Sampler,
+  isUnfinished: () => Promise<string | null>,
+  done: AbortSignal,
+): Promise<never> {
+  while (!done.aborted) {
+    await sleep(WATCHDOG_INTERVAL_MS);
+    if (done.aborted) break;
+    const dead = deadDaemons(cluster);
+    if (dead) throw new Error(`a daemon exited during the run: ${dead}`);
+    if (sampler.lastBusyAt > 0 && performance.now() - sampler.lastBusyAt > STALL_MS) {
+      const state = await isUnfinished();
+      if (state !== null)
+        throw new Error(
+          `no container of the job has run for ${STALL_MS} ms but the job is unfinished: ${state}`,
+        );
+      sampler.lastBusyAt = performance.now(); // finished: the CLI is about to return
+    }
+  }
+  return new Promise<never>(() => {});
 }
 
 const mib = (kib: number) => Math.round(kib / 102.4) / 10;
@@ -336,16 +392,23 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleReport> {
     // Every node's peer id (docker labels and task records name nodes by it).
     const nameById = new Map<string, string>();
     for (const n of cluster.nodes) {
-      const s = await waitFor(() => cliJson(n, ['cluster', '--local'], ClusterStatusSchema), {
-        timeoutMs: FORM_TIMEOUT_MS,
-        intervalMs: 1000,
-        description: `${n.host.name} to answer`,
-      });
+      const s = await waitFor(
+        () => {
+          stopIfDead(cluster);
+          return cliJson(n, ['cluster', '--local'], ClusterStatusSchema);
+        },
+        {
+          timeoutMs: FORM_TIMEOUT_MS,
+          intervalMs: 1000,
+          description: `${n.host.name} to answer`,
+        },
+      );
       nameById.set(s.id, n.host.name);
     }
     const submitter = cluster.nodes[0]!;
     await waitFor(
       async () => {
+        stopIfDead(cluster);
         const s = await cliJson(submitter, ['cluster'], ClusterStatusSchema);
         const members = s.voters.length + s.learners.length;
         if (!s.leader || s.voters.length !== Math.min(3, opts.hosts) || members !== opts.hosts) return false;
@@ -371,7 +434,7 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleReport> {
       );
     }, 10_000);
     // Not detached: the CLI submits and then waits on the node (jobs.wait) until the job ends, so no polling.
-    const run = await cli(
+    const runP = cli(
       submitter,
       [
         'run',
@@ -390,7 +453,24 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleReport> {
         String(opts.sleepS),
       ],
       runTimeoutMs,
-    ).finally(() => clearInterval(progress));
+    );
+    const watchdogDone = new AbortController();
+    const unfinished = async (): Promise<string | null> => {
+      const jobs = await cliJson(submitter, ['jobs', '--limit', '10'], z.array(JobSchema)).catch(() => null);
+      const job = jobs?.find((j) => j.name === jobName);
+      if (job && ['succeeded', 'failed', 'cancelled'].includes(job.state)) return null;
+      return job ? `${job.state} ${JSON.stringify(job.counts)}` : 'job not readable (no quorum?)';
+    };
+    let run: Awaited<typeof runP>;
+    try {
+      run = await Promise.race([runP, watchdog(cluster, sampler, unfinished, watchdogDone.signal)]);
+    } catch (e) {
+      const why = `${(e as Error).message}\nafter ${Math.round(performance.now() - t0)} ms; peak running ${sampler.peakRunning}`;
+      throw new Error(`${why}\n${cluster.diagnostics(1500)}`, { cause: e });
+    } finally {
+      watchdogDone.abort();
+      clearInterval(progress);
+    }
     const wallMs = Math.round(performance.now() - t0);
     await sampler.stop();
     if (run.timedOut || !run.stdout.trim()) {
