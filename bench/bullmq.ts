@@ -354,6 +354,9 @@ export async function benchBullmq(): Promise<Record<string, unknown>> {
     bullmqEndToEndPerSec: bull.endToEndPerSec,
     meshrunSubmitPerSec: mesh.submitPerSec,
     meshrunEndToEndPerSec: mesh.endToEndPerSec,
+    // When meshrun did not finish within BENCH_TIMEOUT_MS, its end-to-end rate is NaN; this is its rate so far.
+    meshrunCompletedAll: mesh.completed === TASKS,
+    meshrunCompletedPerSecSoFar: mesh.completedPerSecSoFar,
     submitRatio: ratio(mesh.submitPerSec, bull.submitPerSec),
     endToEndRatio: ratio(mesh.endToEndPerSec, bull.endToEndPerSec),
     endToEndTarget: 0.5,
