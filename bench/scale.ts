@@ -17,8 +17,9 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { LABEL_MANAGED, LABEL_NODE } from '../core/src/executors/docker.ts';
 import { type Cluster, type ClusterNode, startCluster } from '../test/src/cluster.ts';
-import { runCli, StopWaiting, sleep, waitFor } from '../test/src/proc.ts';
+import { runCli, runCommand, StopWaiting, sleep, waitFor } from '../test/src/proc.ts';
 
 const TEST_IMAGE = 'meshrun-test/busybox:1';
 /** How often the sampler looks at `docker ps` and the daemons' RSS. */
@@ -31,6 +32,8 @@ const MAX_BAD_TASKS_KEPT = 50;
 const MAX_TIMELINE_POINTS = 3600;
 /** Limit on one `docker ps` (it lists up to a few hundred containers; slow only when dockerd is swamped). */
 const DOCKER_PS_TIMEOUT_MS = 20_000;
+/** Limit on removing one node's leftover containers after a failed run (up to its concurrency of them). */
+const DOCKER_RM_TIMEOUT_MS = 120_000;
 /** `docker ps` output bound: one short peer id per running container. */
 const DOCKER_PS_MAX_BYTES = 16 * 1024 * 1024;
 /** Time the cluster has to form (leader, 3 voters, every other node a learner, every node in the table). */
@@ -171,7 +174,7 @@ function dockerRunningByNode(): Promise<Map<string, number>> {
   return new Promise((resolve, reject) => {
     execFile(
       'docker',
-      ['ps', '--filter', 'label=meshrun.managed=true', '--format', '{{.Label "meshrun.node"}}'],
+      ['ps', '--filter', `label=${LABEL_MANAGED}=true`, '--format', `{{.Label "${LABEL_NODE}"}}`],
       { timeout: DOCKER_PS_TIMEOUT_MS, maxBuffer: DOCKER_PS_MAX_BYTES },
       (err, stdout) => {
         if (err) return reject(err);
@@ -184,6 +187,18 @@ function dockerRunningByNode(): Promise<Map<string, number>> {
       },
     );
   });
+}
+
+/** Force-removes every container labelled with one of these node ids (bounded by the ids given). */
+async function removeContainersOf(nodeIds: readonly string[]): Promise<void> {
+  for (const id of nodeIds) {
+    const ls = await runCommand('docker', ['ps', '-aq', '--filter', `label=${LABEL_NODE}=${id}`], {
+      timeoutMs: DOCKER_PS_TIMEOUT_MS,
+    });
+    const containers = ls.stdout.split('\n').filter((x) => /^[0-9a-f]+$/.test(x.trim()));
+    if (containers.length > 0)
+      await runCommand('docker', ['rm', '-f', ...containers], { timeoutMs: DOCKER_RM_TIMEOUT_MS });
+  }
 }
 
 /** VmRSS of a process in KiB, or undefined when it is gone. */
@@ -367,6 +382,7 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleReport> {
   const tStart = performance.now();
   let c: Cluster | undefined;
   let sampler: Sampler | undefined;
+  let nameById = new Map<string, string>();
   try {
     c = await startCluster({
       name: opts.name,
@@ -390,7 +406,7 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleReport> {
     log(`${opts.hosts} daemons up; artifacts in ${cluster.network.artifactsDir}`);
 
     // Every node's peer id (docker labels and task records name nodes by it).
-    const nameById = new Map<string, string>();
+    nameById = new Map<string, string>();
     for (const n of cluster.nodes) {
       const s = await waitFor(
         () => {
@@ -572,6 +588,8 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleReport> {
   } finally {
     await sampler?.stop();
     await c?.destroy();
+    // A daemon that died (or was stopped mid-run) leaves its containers running; remove this run's only.
+    await removeContainersOf([...nameById.keys()]);
     rmSync(dir, { recursive: true, force: true });
   }
 }
