@@ -66,6 +66,8 @@ export const OfferedSchema = z.object({
   executors: z.array(ExecutorKindSchema).max(2),
   maxConcurrent: z.number().int().min(0).max(10_000),
   network: z.boolean(),
+  /** The owner runs only jobs of these submitters (key names or IDs); absent = anyone the cluster trusts. */
+  allowedSubmitters: z.array(z.string().min(1).max(256)).max(256).optional(),
 });
 export type Offered = z.infer<typeof OfferedSchema>;
 

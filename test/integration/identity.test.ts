@@ -136,4 +136,45 @@ describe('submitter keys and roles', () => {
     assert.equal((await runCli([...peer(1, 'alice'), 'cancel', aliceJob])).code, 0);
     assert.equal((await runCli([...peer(2, 'admin'), 'cancel', adminJob])).code, 0);
   });
+  it('a node owner can restrict the machine to named submitters', async () => {
+    await c.start(3, ['--allow-submitter', 'alice', '--label', 'owner=strict']);
+    await waitFor(
+      async () => {
+        const rows = JSON.parse((await c.nodes[0]!.cli(['nodes', '--json'])).stdout) as {
+          labels: Record<string, string>;
+          connected: boolean;
+        }[];
+        return rows.some((r) => r.labels.owner === 'strict' && r.connected);
+      },
+      { timeoutMs: 20_000, description: 'the restricted node to join' },
+    );
+    const pinned = [
+      'run',
+      '--detach',
+      '--label-constraint',
+      'owner=strict',
+      '--memory',
+      '16M',
+      'meshrun-test/busybox:1',
+      '--',
+      'echo',
+      'ok',
+    ];
+    const byAdmin = (await runCli([...peer(0, 'admin'), ...pinned])).stdout.trim();
+    const byAlice = (await runCli([...peer(0, 'alice'), ...pinned])).stdout.trim();
+    await waitFor(
+      async () =>
+        JSON.parse((await c.nodes[0]!.cli(['status', byAlice, '--json'])).stdout).state === 'succeeded',
+      { timeoutMs: 30_000, description: "alice's job to run on the restricted node" },
+    );
+    const st = await waitFor(
+      async () => {
+        const s = JSON.parse((await c.nodes[1]!.cli(['status', byAdmin, '--json'])).stdout);
+        return s.tasks[0].unplacedReason ? s : null;
+      },
+      { timeoutMs: 15_000, description: "a reason for the admin's job" },
+    );
+    assert.equal(st.state, 'queued');
+    assert.match(st.tasks[0].unplacedReason, /no node accepts jobs from key:admin/);
+  });
 });

@@ -137,6 +137,7 @@ export function buildProgram(): Command {
     .option('--max-cpus <n>', 'cap the CPU cores offered')
     .option('--max-memory <bytes>', 'cap the memory offered (bytes, or with K/M/G suffix)')
     .option('--max-concurrent <n>', 'cap concurrently running tasks on this node')
+    .option('--allow-submitter <name...>', 'run only jobs of these submitters (key names or IDs)')
     .option('--log-level <level>', 'trace|debug|info|warn|error')
     .action(async (o, cmd: Command) => {
       assertSupportedNode();
@@ -160,6 +161,7 @@ export function buildProgram(): Command {
       if (o.maxCpus !== undefined) offer.cpus = Number(o.maxCpus);
       if (o.maxMemory !== undefined) offer.memoryBytes = parseBytes(o.maxMemory);
       if (o.maxConcurrent !== undefined) offer.maxConcurrent = Number(o.maxConcurrent);
+      if (o.allowSubmitter !== undefined) offer.allowedSubmitters = o.allowSubmitter;
       if (Object.keys(offer).length > 0) flags.offer = { ...(fileCfg.offer ?? {}), ...offer };
       let config: DaemonConfig;
       try {

@@ -29,6 +29,7 @@ export const DaemonConfigSchema = z
         maxConcurrent: z.number().int().min(0).max(10_000).optional(),
         executors: z.array(z.enum(['docker', 'wasm'])).optional(),
         network: z.boolean().optional(),
+        allowedSubmitters: z.array(z.string().min(1).max(256)).max(256).optional(),
       })
       .strict(),
     /** Number of Raft voters the cluster keeps (others are learners). */

@@ -22,7 +22,7 @@ import {
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { Executor, NodePolicy, TaskResult, TaskSpec } from '../executors/types.ts';
-import { schedule } from '../jobs/scheduler.ts';
+import { schedule, submitterAllowed } from '../jobs/scheduler.ts';
 import type { ApplyResult, JobEffect, JobStateMachine, TaskRecord } from '../jobs/state-machine.ts';
 import type { SchedulerNode } from '../jobs/types.ts';
 import type { MeshNode } from '../node/mesh-node.ts';
@@ -219,6 +219,22 @@ export class JobsService {
     const executor = this.#o.executors[rs.executor];
     const output = this.#o.output;
     await output.begin(run.taskId);
+    // The owner's allow-list, checked again here: the scheduler honours it, but this node trusts only itself.
+    const allowed = this.#o.node.ownAdvertisement().offered.allowedSubmitters;
+    const submitter = this.#o.machine.job(rs.jobId)?.submitter ?? null;
+    if (!submitterAllowed(allowed, submitter)) {
+      await output.end(run.taskId);
+      await this.#report({
+        type: 'taskFinished',
+        taskId: run.taskId,
+        attempt: run.attempt,
+        outcome: 'error',
+        exitCode: 125,
+        reason: `refused: this node's owner runs only jobs of ${allowed!.join(', ')}`,
+        at: Date.now(),
+      });
+      return;
+    }
     if (!executor) {
       await output.end(run.taskId);
       await this.#report({
@@ -903,6 +919,7 @@ export function toSchedulerNode(
     labels: row.labels,
     docker: row.hardware.docker.available && row.offered.executors.includes('docker'),
     executors: row.offered.executors,
+    ...(row.offered.allowedSubmitters ? { allowedSubmitters: row.offered.allowedSubmitters } : {}),
   };
 }
 

@@ -78,6 +78,8 @@ interface Shape {
   readonly gpuCount: number;
   readonly gpuVendor: string | null;
   readonly gpuMinVram: number;
+  /** Set when some node restricts submitters: tasks of different submitters are then different shapes. */
+  readonly submitter: string | null;
   /** Spread heap (CPU shapes) or bin-pack list (GPU shapes); built on first use. */
   candidates: ShapeCandidates | null;
   /** Nodes that could take this shape when empty (set once candidates are built), for the reason text. */
@@ -398,8 +400,19 @@ function lower(s: string): string {
   return s.toLowerCase();
 }
 
+/**
+ * A node owner's submitter allow-list matches a submitter by its full name (`key:alice:12D3…`), its key
+ * name (`alice`) or its key ID.
+ */
+export function submitterAllowed(allowed: readonly string[] | undefined, submitter: string | null): boolean {
+  if (allowed === undefined || submitter === null) return true;
+  const parts = submitter.split(':');
+  return allowed.some((a) => a === submitter || (parts[0] === 'key' && (a === parts[1] || a === parts[2])));
+}
+
 function matchesConstraints(n: SchedulerNode, shape: Shape): boolean {
   if (!n.executors.includes(shape.executor)) return false;
+  if (!submitterAllowed(n.allowedSubmitters, shape.submitter)) return false;
   if (shape.executor === 'docker' && !n.docker) return false;
   const c = shape.constraints;
   if (c.docker === true && !n.docker) return false;
@@ -503,6 +516,12 @@ function staticMismatch(pool: NodeState[], shape: Shape): string | null {
       }
       return null;
     },
+    // Last of the static checks, so the reason names the owner's allow-list when it is what excludes the node.
+    () =>
+      narrow(
+        (n) => submitterAllowed(n.node.allowedSubmitters, shape.submitter),
+        () => `no node accepts jobs from ${shape.submitter}`,
+      ),
     () =>
       shape.gpuCount === 0
         ? null
@@ -649,9 +668,10 @@ function constraintsKey(c: QueuedTask['constraints']): string {
   return `${c.arch ?? ''}|${c.os ?? ''}|${c.docker === true ? 1 : 0}|${labels}`;
 }
 
-function makeShape(task: QueuedTask): Shape {
+function makeShape(task: QueuedTask, submitter: string | null = null): Shape {
   const r = task.resources;
   return {
+    submitter,
     executor: task.executor,
     resources: r,
     constraints: task.constraints,
@@ -745,6 +765,8 @@ export function schedule(input: ScheduleInput, opts: ScheduleOptions = {}): Sche
   }
 
   const tasks = input.tasks;
+  // Owners' submitter allow-lists make the submitter part of a task's shape (rare: keep the fast path).
+  const restricted = input.nodes.some((n) => n.allowedSubmitters !== undefined);
   const assignments: Assignment[] = [];
   const unplaced: Unplaced[] = [];
   const taskShape: (Shape | null)[] = new Array(tasks.length).fill(null);
@@ -777,10 +799,11 @@ export function schedule(input: ScheduleInput, opts: ScheduleOptions = {}): Sche
       ck = constraintsKey(t.constraints);
       conKeys.set(t.constraints, ck);
     }
+    if (restricted) ck = `${ck}\u0001${t.submitter}`;
     const key = `${t.executor}#${ck}#${rk}`;
     let shape = shapes.get(key);
     if (shape === undefined) {
-      shape = makeShape(t);
+      shape = makeShape(t, restricted ? t.submitter : null);
       shapes.set(key, shape);
     }
     taskShape[i] = shape;

@@ -33,6 +33,8 @@ export interface SchedulerNode {
   labels: Record<string, string>;
   docker: boolean;
   executors: Executor[];
+  /** The owner runs only jobs of these submitters (key name, key ID or full submitter); absent = anyone. */
+  allowedSubmitters?: string[];
 }
 
 /** A task waiting to be placed, with what the scheduler needs from its job. */

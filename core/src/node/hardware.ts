@@ -79,6 +79,7 @@ export interface OfferLimits {
   maxConcurrent?: number;
   executors?: ('docker' | 'wasm')[];
   network?: boolean;
+  allowedSubmitters?: string[];
 }
 
 /**
@@ -106,5 +107,6 @@ export function deriveOffered(hw: Hardware, limits: OfferLimits = {}): Offered {
     executors,
     maxConcurrent: limits.maxConcurrent ?? Math.max(1, hw.cpu.logicalCores * 2),
     network: limits.network ?? false,
+    ...(limits.allowedSubmitters ? { allowedSubmitters: [...limits.allowedSubmitters] } : {}),
   };
 }
