@@ -30,7 +30,7 @@ describe('submitter keys and roles', () => {
         const r = await c.nodes[0]!.cli(['cluster', '--json']);
         return r.code === 0 && JSON.parse(r.stdout).voters.length === 3 && JSON.parse(r.stdout).leader;
       },
-      { timeoutMs: 30_000, intervalMs: 300, description: 'a cluster' },
+      { timeoutMs: 90_000, intervalMs: 300, description: 'a cluster' },
     );
     for (const name of ['admin', 'alice', 'bob', 'mallory']) {
       const file = `${c.dir}/${name}.key`;

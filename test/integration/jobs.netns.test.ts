@@ -58,7 +58,7 @@ describe('jobs end to end', { skip, timeout: 420_000 }, () => {
           ? all[0]
           : null;
       },
-      { timeoutMs: 30_000, intervalMs: 300, description: 'a 3-voter cluster with one leader' },
+      { timeoutMs: 90_000, intervalMs: 300, description: 'a 3-voter cluster with one leader' },
     );
     byId = new Map();
     for (const n of c.nodes) byId.set((await cliJson(n, ['cluster'])).id, n);

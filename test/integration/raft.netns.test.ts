@@ -61,7 +61,7 @@ describe('raft on real processes', { skip, timeout: 300_000 }, () => {
           (s) => s.leader && s.leader === all[0]!.leader && s.voters.length === 3 && s.learners.length === 1,
         );
       },
-      { timeoutMs: 30_000, intervalMs: 300, description: 'a 3-voter cluster with one learner' },
+      { timeoutMs: 90_000, intervalMs: 300, description: 'a 3-voter cluster with one learner' },
     );
     for (const n of c.nodes) byId.set((await cliJson(n, ['cluster', '--local'])).id, n);
   });

@@ -17,7 +17,7 @@ import { MESHRUN_CLI, NODE_BIN, waitFor } from './proc.ts';
 
 export const DEFAULT_DAEMON_COMMAND: readonly string[] = [NODE_BIN, MESHRUN_CLI, 'daemon'];
 /** Default time a node has to become ready (when a readiness check is given). */
-export const DEFAULT_READY_TIMEOUT_MS = 20_000;
+export const DEFAULT_READY_TIMEOUT_MS = 60_000;
 
 export interface ClusterHost extends Host {
   /** Empty per-node folder for the daemon's state; kept across restart(), removed by destroy(). */

@@ -15,6 +15,8 @@ export const MESHRUN_CLI = fileURLToPath(new URL('../bin/meshrun.js', import.met
 export const NODE_BIN = process.execPath;
 /** Per-node log cap; output past it is dropped (the start-up lines the harness parses come first). */
 export const NODE_LOG_CAP_BYTES = 4 * 1024 * 1024;
+/** A daemon must print its addresses within this time (generous: CI machines can be loaded). */
+export const DAEMON_START_TIMEOUT_MS = 60_000;
 
 /** A log file that stops growing at its cap. */
 export class CappedLog {
@@ -164,7 +166,7 @@ export async function newLoopbackCluster(opts: { prefix?: string } = {}): Promis
             throw new Error(`daemon ${index} exited with ${proc.exitCode}: ${log.tail(2000)}`);
           return STARTED.exec(stderr);
         },
-        30_000,
+        DAEMON_START_TIMEOUT_MS,
         `daemon ${index} to start`,
       );
       const apiUrl = /api (http:\S+)/.exec(stderr)?.[1] ?? '';
