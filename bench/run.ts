@@ -11,6 +11,9 @@ const sections: Record<string, () => Promise<Section>> = {
   scheduler: async () => (await import('./scheduler.ts')).benchScheduler,
   executors: async () => (await import('./executors.ts')).benchExecutors,
   raft: async () => (await import('./raft.ts')).benchRaft,
+  latency: async () => (await import('./latency.ts')).benchLatency,
+  bullmq: async () => (await import('./bullmq.ts')).benchBullmq,
+  scale: async () => (await import('./scale.ts')).benchScale,
 };
 const optional = new Set(['scale']);
 

@@ -20,6 +20,8 @@ export const MAX_PREFERENCES_BYTES = 256 * 1024;
 /** Finished-task records kept for the history view and the contribution charts. */
 export const MAX_HISTORY = 10_000;
 const HISTORY_KEY = 'dashboard/history';
+/** Finished tasks are written to the history at most this often. */
+export const HISTORY_SAVE_DELAY_MS = 1000;
 
 /** The part of the volunteer preferences a headless node applies; everything else is stored as given. */
 const AppliedPrefsSchema = z
@@ -73,10 +75,18 @@ export async function installDashboardApi(daemon: Daemon, jobs: JobsService | nu
     }
   })();
   let saving = Promise.resolve();
+  // Coalesced: a busy node finishes many tasks a second, and rewriting the history on each would cost
+  // O(tasks²); the history is a convenience view, so losing the last second of it in a crash is acceptable.
+  let saveTimer: NodeJS.Timeout | null = null;
   const saveHistory = () => {
-    saving = saving
-      .then(() => daemon.db.put(HISTORY_KEY, Buffer.from(JSON.stringify(history.slice(-MAX_HISTORY)))))
-      .catch(() => {});
+    if (saveTimer) return;
+    saveTimer = setTimeout(() => {
+      saveTimer = null;
+      saving = saving
+        .then(() => daemon.db.put(HISTORY_KEY, Buffer.from(JSON.stringify(history.slice(-MAX_HISTORY)))))
+        .catch(() => {});
+    }, HISTORY_SAVE_DELAY_MS);
+    saveTimer.unref();
   };
 
   const applyPrefs = (prefs: z.infer<typeof AppliedPrefsSchema>) => {
