@@ -99,6 +99,17 @@ describe('jobs end to end', { skip, timeout: 420_000 }, () => {
     assert.match(st.tasks[0].stdoutTail, /ran on/);
   });
 
+  it('exit codes follow docker run: 127 command not found, 125 meshrun refused or could not run the job', async () => {
+    const n = c.nodes[0]!;
+    const missing = await cli(n, ['run', '--memory', '16M', TEST_IMAGE, '--', 'no-such-command']);
+    assert.equal(missing.code, 127, missing.stderr);
+    const refused = await cli(n, ['run', '--memory', '-5', TEST_IMAGE, '--', 'true']);
+    assert.equal(refused.code, 125, refused.stderr);
+    const noImage = await cli(n, ['run', '--memory', '16M', '127.0.0.1:1/no-such-image:1', '--', 'true']);
+    assert.equal(noImage.code, 125, noImage.stderr);
+    assert.match(noImage.stderr, /pull|image/i);
+  });
+
   it('a job needing more memory than any node offers stays queued with a reason', async () => {
     const n = c.nodes[0]!;
     const r = await cli(n, ['run', '--detach', '--memory', '4096G', TEST_IMAGE, '--', 'true']);
