@@ -7,8 +7,9 @@
  * Measured: wall time, time until every task had started, time until all were running at once (if ever),
  * peak daemon RSS (VmRSS of every daemon sampled every second).
  *
- * Default: 10 nodes × 60 = 600 containers of `sleep 60` (BENCH_SCALE_SLEEP_S, BENCH_SCALE_HOSTS,
- * BENCH_SCALE_CONCURRENCY change it). Needs root (namespaces) and Docker with meshrun-test/busybox:1.
+ * Default: 10 nodes × 60 = 600 containers of `sleep 60`, no retries (BENCH_SCALE_SLEEP_S, BENCH_SCALE_HOSTS,
+ * BENCH_SCALE_CONCURRENCY, BENCH_SCALE_RETRIES change it). Needs root (namespaces) and Docker with
+ * meshrun-test/busybox:1.
  * Run alone: `npx node bench/scale.ts`; or `npm run bench -- scale`.
  * The integration test test/integration/scale.netns.test.ts runs the same code at 5 × 12.
  */
@@ -24,6 +25,8 @@ import { runCli, runCommand, StopWaiting, sleep, waitFor } from '../test/src/pro
 const TEST_IMAGE = 'meshrun-test/busybox:1';
 /** How often the sampler looks at `docker ps` and the daemons' RSS. */
 export const SAMPLE_INTERVAL_MS = 1000;
+/** Distinct failed-attempt reasons counted in the report. */
+const MAX_REASONS_KEPT = 100;
 /** Over-concurrency observations kept in the report (the count of all of them is kept too). */
 const MAX_VIOLATIONS_KEPT = 50;
 /** Tasks that did not succeed exactly once, listed in the report (the count of all of them is kept too). */
@@ -45,6 +48,8 @@ const CLI_TIMEOUT_MS = 60_000;
  * dead leader): the run stops there with diagnostics instead of waiting for the whole run timeout.
  */
 const STALL_MS = 60_000;
+/** Most daemon restarts while the cluster forms (restartCrashedDuringFormation). */
+const MAX_FORMATION_RESTARTS = 3;
 /** How often the watchdog looks for dead daemons and stalls. */
 const WATCHDOG_INTERVAL_MS = 1000;
 
@@ -58,10 +63,18 @@ export interface ScaleOptions {
   sleepS: number;
   /** CPU cores per task: small enough that `concurrency` tasks fit a node's offer (the machine has 2). */
   cpusPerTask?: number;
+  /** Extra attempts per task after a failure or a lost node (`run --retries`); default 0. */
+  retries?: number;
   /** Memory per task (CLI size syntax). */
   memory?: string;
   /** Limit on the whole run after submission; default sleep × 4 + 1 s per task + 3 min. */
   runTimeoutMs?: number;
+  /**
+   * Restart a daemon that dies while the cluster forms (at most MAX_FORMATION_RESTARTS times), as a service
+   * manager would, and list it in the report; without it such a death fails the run. Deaths after formation
+   * always fail the run.
+   */
+  restartCrashedDuringFormation?: boolean;
   /** Progress lines (bounded: one per phase plus one per 10 s while running). */
   log?: (line: string) => void;
 }
@@ -77,10 +90,13 @@ export interface ScaleReport {
   concurrency: number;
   tasks: number;
   sleepS: number;
+  retries: number;
   jobId: string;
   jobState: string;
   counts: Record<string, number>;
   attemptOutcomes: Record<string, number>;
+  /** Daemons that died while the cluster formed and were restarted: host and the error it printed. */
+  formationRestarts: { node: string; error: string }[];
   /** Daemons started → cluster formed with every node known. */
   clusterFormMs: number;
   /** Submission (CLI start) → job finished (CLI returned). */
@@ -96,7 +112,9 @@ export interface ScaleReport {
   /** Tasks whose attempts hold exactly one 'succeeded'. */
   succeededExactlyOnce: number;
   /** Tasks that did not (first MAX_BAD_TASKS_KEPT), with their attempts' outcomes. */
-  notExactlyOnce: { taskId: string; state: string; outcomes: (string | null)[] }[];
+  notExactlyOnce: { taskId: string; state: string; outcomes: (string | null)[]; reasons: string[] }[];
+  /** How many attempts ended for each reason other than success (e.g. "node … stopped heartbeating"). */
+  attemptReasons: Record<string, number>;
   notExactlyOnceCount: number;
   /** Per node (host name): most containers seen running in one sample. */
   maxSampledPerNode: Record<string, number>;
@@ -135,6 +153,7 @@ const AttemptSchema = z.looseObject({
   startedAt: Time,
   endedAt: Time,
   outcome: z.string().nullable(),
+  reason: z.string().nullable().optional(),
 });
 const JobSchema = z.looseObject({
   jobId: z.string(),
@@ -340,6 +359,13 @@ function stopIfDead(cluster: Cluster): void {
   if (dead) throw new StopWaiting(`a daemon exited: ${dead}`);
 }
 
+/** The first error line a dead daemon printed (its uncaught exception), for the report. */
+function crashLine(n: ClusterNode): string {
+  const tail = n.logTail(8000);
+  const m = /^\w*Error[^\n]*$/m.exec(tail);
+  return `${m ? m[0] : tail.slice(-300)} (code ${n.proc.exitInfo?.code} signal ${n.proc.exitInfo?.signal})`;
+}
+
 /**
  * Resolves never; rejects when a daemon exits or the job stalls (see STALL_MS), whichever comes first, or
  * stops quietly once `done` is aborted. Checks every WATCHDOG_INTERVAL_MS; bounded by the run's lifetime.
@@ -383,6 +409,7 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleReport> {
   let c: Cluster | undefined;
   let sampler: Sampler | undefined;
   let nameById = new Map<string, string>();
+  const formationRestarts: ScaleReport['formationRestarts'] = [];
   try {
     c = await startCluster({
       name: opts.name,
@@ -404,13 +431,24 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleReport> {
     });
     const cluster = c;
     log(`${opts.hosts} daemons up; artifacts in ${cluster.network.artifactsDir}`);
+    /** While forming: restart dead daemons if allowed (bounded), else stop waiting at once. */
+    const handleDeaths = async () => {
+      if (!opts.restartCrashedDuringFormation) return stopIfDead(cluster);
+      for (const n of cluster.nodes) {
+        if (n.proc.exitInfo === undefined) continue;
+        if (formationRestarts.length >= MAX_FORMATION_RESTARTS) stopIfDead(cluster);
+        formationRestarts.push({ node: n.host.name, error: crashLine(n) });
+        log(`${n.host.name} died while forming (${crashLine(n)}); restarting it`);
+        await n.restart();
+      }
+    };
 
     // Every node's peer id (docker labels and task records name nodes by it).
     nameById = new Map<string, string>();
     for (const n of cluster.nodes) {
       const s = await waitFor(
-        () => {
-          stopIfDead(cluster);
+        async () => {
+          await handleDeaths();
           return cliJson(n, ['cluster', '--local'], ClusterStatusSchema);
         },
         {
@@ -424,7 +462,7 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleReport> {
     const submitter = cluster.nodes[0]!;
     await waitFor(
       async () => {
-        stopIfDead(cluster);
+        await handleDeaths();
         const s = await cliJson(submitter, ['cluster'], ClusterStatusSchema);
         const members = s.voters.length + s.learners.length;
         if (!s.leader || s.voters.length !== Math.min(3, opts.hosts) || members !== opts.hosts) return false;
@@ -463,6 +501,8 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleReport> {
         String(opts.cpusPerTask ?? 0.01),
         '--memory',
         opts.memory ?? '8M',
+        '--retries',
+        String(opts.retries ?? 0),
         TEST_IMAGE,
         '--',
         'sleep',
@@ -515,6 +555,7 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleReport> {
     const tasksPerNode: Record<string, number> = {};
     const intervalsByNode = new Map<string, [number, number][]>();
     let lastFirstStart = Number.NEGATIVE_INFINITY;
+    const attemptReasons = new Map<string, number>();
     const nodeName = (id: string) => nameById.get(id) ?? `unknown:${id}`;
     for (const n of cluster.nodes) tasksPerNode[n.host.name] = 0;
     for (const t of statusTasks) {
@@ -528,11 +569,22 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleReport> {
       } else {
         notExactlyOnceCount += 1;
         if (notExactlyOnce.length < MAX_BAD_TASKS_KEPT)
-          notExactlyOnce.push({ taskId: t.taskId, state: t.state, outcomes });
+          notExactlyOnce.push({
+            taskId: t.taskId,
+            state: t.state,
+            outcomes,
+            reasons: attempts.map((a) => a.reason ?? ''),
+          });
       }
       if (typeof attempts[0]?.startedAt === 'number')
         lastFirstStart = Math.max(lastFirstStart, attempts[0].startedAt);
       for (const a of attempts) {
+        if (a.outcome !== 'succeeded' && attemptReasons.size < MAX_REASONS_KEPT) {
+          // Node ids in reasons become host names, so equal causes on different nodes stay apart but readable.
+          let why = `${a.outcome}: ${a.reason ?? ''}`;
+          for (const [id, name] of nameById) why = why.replaceAll(id, name);
+          attemptReasons.set(why, (attemptReasons.get(why) ?? 0) + 1);
+        }
         if (typeof a.startedAt !== 'number' || typeof a.endedAt !== 'number') continue;
         const name = nodeName(a.nodeId);
         const list = intervalsByNode.get(name) ?? [];
@@ -555,10 +607,12 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleReport> {
       concurrency: opts.concurrency,
       tasks,
       sleepS: opts.sleepS,
+      retries: opts.retries ?? 0,
       jobId,
       jobState: status.state,
       counts: summary?.counts ?? status.counts ?? {},
       attemptOutcomes: summary?.attemptOutcomes ?? {},
+      formationRestarts,
       clusterFormMs,
       wallMs,
       jobWallMs: createdAt !== null && finishedAt !== null ? finishedAt - createdAt : null,
@@ -571,6 +625,7 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleReport> {
       succeededExactlyOnce,
       notExactlyOnce,
       notExactlyOnceCount,
+      attemptReasons: Object.fromEntries(attemptReasons),
       maxSampledPerNode: Object.fromEntries(sampler.maxPerNode),
       maxOverlapPerNodeFromLog,
       tasksPerNode,
@@ -594,29 +649,32 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleReport> {
   }
 }
 
-function envInt(name: string, dflt: number): number {
+function envInt(name: string, dflt: number, min = 1): number {
   const v = process.env[name];
   if (v === undefined || v === '') return dflt;
   const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name}=${v} is not a positive integer`);
+  if (!Number.isInteger(n) || n < min) throw new Error(`${name}=${v} is not an integer >= ${min}`);
   return n;
 }
 
-/** The 10 × 60 run (env BENCH_SCALE_HOSTS, BENCH_SCALE_CONCURRENCY, BENCH_SCALE_SLEEP_S override). */
+/** The 10 × 60 run (env BENCH_SCALE_HOSTS, BENCH_SCALE_CONCURRENCY, BENCH_SCALE_SLEEP_S, BENCH_SCALE_RETRIES override). */
 export async function benchScale(): Promise<Record<string, unknown>> {
   const r = await runScale({
     name: 'scale',
     hosts: envInt('BENCH_SCALE_HOSTS', 10),
     concurrency: envInt('BENCH_SCALE_CONCURRENCY', 60),
     sleepS: envInt('BENCH_SCALE_SLEEP_S', 60),
+    retries: envInt('BENCH_SCALE_RETRIES', 0, 0),
+    restartCrashedDuringFormation: true,
     log: (line) => console.error(`[scale] ${line}`),
   });
   const maxSampled = Math.max(0, ...Object.values(r.maxSampledPerNode));
   const maxFromLog = Math.max(0, ...Object.values(r.maxOverlapPerNodeFromLog));
   const perNode = Object.values(r.tasksPerNode);
   return {
-    setup: `${r.hosts} nodes × --max-concurrent ${r.concurrency}, ${r.tasks} × sleep ${r.sleepS} s`,
+    setup: `${r.hosts} nodes × --max-concurrent ${r.concurrency}, ${r.tasks} × sleep ${r.sleepS} s, --retries ${r.retries}`,
     clusterFormS: r.clusterFormMs / 1000,
+    daemonRestartsWhileForming: r.formationRestarts.length,
     wallS: r.wallMs / 1000,
     jobWallS: r.jobWallMs === null ? null : r.jobWallMs / 1000,
     allStartedS: r.allStartedMs === null ? null : r.allStartedMs / 1000,
@@ -625,6 +683,7 @@ export async function benchScale(): Promise<Record<string, unknown>> {
     succeededExactlyOnce: `${r.succeededExactlyOnce}/${r.tasks}`,
     maxRunningPerNode: `sampled ${maxSampled}, from attempt times ${maxFromLog} (cap ${r.concurrency})`,
     tasksPerNode: `min ${Math.min(...perNode)} max ${Math.max(...perNode)}`,
+    failedAttempts: r.attemptReasons,
     peakDaemonRssMiB: `max ${r.peakRssMiB}, all daemons together ${r.peakTotalRssMiB}`,
     sampling: `${r.samples} samples, ${r.failedSamples} failed, longest gap ${r.maxSampleGapMs} ms`,
     checks: {
