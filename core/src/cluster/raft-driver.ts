@@ -17,7 +17,7 @@ export interface OpenConsensusOptions {
   db: Level<string, Uint8Array>;
   stateMachine: JobLogStateMachine;
   log: Logger;
-  /** Raft timing; defaults: 100 ms ticks, election after 10, heartbeat every tick (like Nomad's 1 s / 100 ms). */
+  /** Raft timing; defaults: 100 ms ticks, election after 10-20 ticks (1-2 s), a heartbeat every tick (Nomad: 1 s). */
   tickMs?: number;
   electionTick?: number;
 }
