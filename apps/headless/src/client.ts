@@ -6,7 +6,6 @@ import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@chainsafe/libp2p-yamux';
 import { identify } from '@libp2p/identify';
 import type { Libp2p } from '@libp2p/interface';
-import { preSharedKey } from '@libp2p/pnet';
 import { tcp } from '@libp2p/tcp';
 import {
   canonicalParams,
@@ -16,6 +15,7 @@ import {
 } from '@meshrun/core/cluster/submitter-keys.ts';
 import { ClusterKeyError, readClusterKey } from '@meshrun/core/node/cluster-key.ts';
 import { callControl, RemoteRpcError } from '@meshrun/core/node/mesh-node.ts';
+import { clusterKeyProtector } from '@meshrun/core/node/private-network.ts';
 import { fromJsonText, toJsonText } from '@meshrun/protocol';
 import { multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p } from 'libp2p';
@@ -134,7 +134,7 @@ export class P2pClient implements NodeClient {
     const libp2p = await createLibp2p({
       addresses: { listen: [] },
       transports: [tcp()],
-      connectionProtector: preSharedKey({ psk }),
+      connectionProtector: clusterKeyProtector(psk),
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
       services: { identify: identify() },

@@ -304,6 +304,7 @@ export class ClusterService implements CommandLog {
   #joining = false;
   #stopped = false;
   #bootstrapView = '';
+  #bootstrapped = false;
   readonly #unreachableSince = new Map<string, number>();
   #bootstrapVotes = 0;
 
@@ -319,11 +320,30 @@ export class ClusterService implements CommandLog {
     const stored = await this.#o.db.get(CLUSTER_ID_KEY);
     if (stored) this.#clusterId = Buffer.from(stored).toString('utf8');
     this.#registerRpc();
-    this.#timers.push(setInterval(() => void this.#formationStep(), FORMATION_INTERVAL_MS));
-    this.#timers.push(setInterval(() => void this.#autopilotStep(), AUTOPILOT_INTERVAL_MS));
+    // Timer steps never overlap and never throw out of the timer (an unhandled rejection would end the daemon).
+    const guarded = (name: string, step: () => Promise<void>) => {
+      let running = false;
+      return () => {
+        if (running) return;
+        running = true;
+        step()
+          .catch((err: Error) => this.#o.log.warn({ err: err.message }, `${name} step failed`))
+          .finally(() => {
+            running = false;
+          });
+      };
+    };
+    const formation = guarded('formation', () => this.#formationStep());
+    this.#timers.push(setInterval(formation, FORMATION_INTERVAL_MS));
+    this.#timers.push(
+      setInterval(
+        guarded('autopilot', () => this.#autopilotStep()),
+        AUTOPILOT_INTERVAL_MS,
+      ),
+    );
     this.#timers.push(setInterval(() => this.#notifyIfChanged(), 200));
     for (const t of this.#timers) t.unref();
-    void this.#formationStep();
+    formation();
   }
 
   /** This node's cluster view for its advertisement. */
@@ -391,7 +411,8 @@ export class ClusterService implements CommandLog {
     if (decision.action !== 'bootstrap') this.#bootstrapVotes = 0;
     if (decision.action === 'wait') return;
     if (decision.action === 'bootstrap') {
-      if (this.#o.driver.hasState()) return;
+      // hasState() reads persisted storage, which lags a bootstrap by one Ready: remember that we did it.
+      if (this.#bootstrapped || this.#o.driver.hasState()) return;
       // Act only on a view that held for a few discovery rounds: a node that has not yet heard of a cluster
       // being formed a moment ago gets time to see its advertisement (see core/src/raft/README.md).
       const key = decision.voters.join(',');
@@ -399,6 +420,7 @@ export class ClusterService implements CommandLog {
       this.#bootstrapView = key;
       if (this.#bootstrapVotes < BOOTSTRAP_STABLE_ROUNDS) return;
       this.#o.log.info({ voters: decision.voters }, 'bootstrapping a new cluster');
+      this.#bootstrapped = true;
       await this.#setClusterId(clusterIdOf(decision.voters));
       await this.#o.driver.bootstrap({ voters: decision.voters, learners: [] });
       return;

@@ -135,8 +135,21 @@ export class JobsService {
       this.#onApplied(cmd, result),
     );
     const hb = this.#o.heartbeatMs ?? DEFAULTS.heartbeatMs;
-    this.#timers.push(setInterval(() => void this.#heartbeat(), hb));
-    this.#timers.push(setInterval(() => void this.#leaderPass(), this.#o.scheduleMs ?? DEFAULTS.scheduleMs));
+    const safe = (name: string, step: () => Promise<void>) => () => {
+      step().catch((err: Error) => this.#log.warn({ err: err.message }, `${name} failed`));
+    };
+    this.#timers.push(
+      setInterval(
+        safe('heartbeat', () => this.#heartbeat()),
+        hb,
+      ),
+    );
+    this.#timers.push(
+      setInterval(
+        safe('scheduling pass', () => this.#leaderPass()),
+        this.#o.scheduleMs ?? DEFAULTS.scheduleMs,
+      ),
+    );
     for (const t of this.#timers) t.unref();
   }
 
@@ -412,7 +425,7 @@ export class JobsService {
   // ---- the leader --------------------------------------------------------------------------------------
 
   #scheduleSoon(): void {
-    setImmediate(() => void this.#leaderPass());
+    setImmediate(() => void this.#leaderPass().catch(() => {}));
   }
 
   async #leaderPass(): Promise<void> {
@@ -460,6 +473,11 @@ export class JobsService {
       lost.push(...m.tasksOnNode(row.peerId));
     }
     if (lost.length === 0) return;
+    const nodesLost = [...new Set(lost.map((t) => t.nodeId))];
+    this.#log.warn(
+      { nodes: nodesLost, tasks: lost.length },
+      'nodes silent past TTL + grace: re-queueing their tasks',
+    );
     await Promise.all(
       lost.map((t) =>
         this.#o.commands

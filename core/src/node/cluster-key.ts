@@ -23,7 +23,7 @@ export async function writeNewClusterKey(file: string): Promise<void> {
   await writeFile(file, key, { mode: 0o600, flag: 'wx' });
 }
 
-/** Reads and checks a cluster key file; returns the raw file bytes that `preSharedKey` expects. */
+/** Reads and checks a cluster key file; returns the raw file bytes (what the private-network protector takes). */
 export async function readClusterKey(file: string): Promise<Uint8Array> {
   let bytes: Buffer;
   try {

@@ -14,7 +14,6 @@ import type { Connection, Libp2p, PeerId, PrivateKey, Stream } from '@libp2p/int
 import { mdns } from '@libp2p/mdns';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { ping } from '@libp2p/ping';
-import { preSharedKey } from '@libp2p/pnet';
 import { tcp } from '@libp2p/tcp';
 import { lpStream } from '@libp2p/utils';
 import {
@@ -39,6 +38,7 @@ import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p } from 'libp2p';
 import type { Logger } from 'pino';
 import { clusterFingerprint } from './cluster-key.ts';
+import { clusterKeyProtector } from './private-network.ts';
 import { type RpcContext, RpcRegistry, toErrorOutcome } from './rpc-registry.ts';
 
 export interface MeshNodeOptions {
@@ -117,12 +117,14 @@ export class MeshNode extends EventEmitter {
       privateKey: this.#opts.privateKey,
       addresses: { listen: this.#opts.listen },
       transports: [tcp()],
-      connectionProtector: preSharedKey({ psk: this.#opts.clusterKey }),
+      connectionProtector: clusterKeyProtector(this.#opts.clusterKey),
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
       peerDiscovery,
       services: { identify: identify(), ping: ping() },
-      connectionManager: { maxConnections: 1000 },
+      // libp2p refuses more than 5 inbound connections per second from one IP by default: too few for a lab
+      // where many nodes or CLI calls share an address (NAT, one host). Still bounded.
+      connectionManager: { maxConnections: 1000, inboundConnectionThreshold: 100 },
     });
 
     this.#libp2p.addEventListener('peer:discovery', (evt) => {
