@@ -96,6 +96,9 @@ async function dockerApiRound(docker: Docker): Promise<number> {
         resolve(performance.now() - t0);
       });
     });
+    // Handled here too: if start() throws first, a later timeout must not become an unhandled rejection
+    // (that killed a whole bench run and left its daemons behind).
+    first.catch(() => {});
     await container.start();
     const ms = await first;
     await container.wait();
