@@ -2,36 +2,19 @@
 // bootstrap addresses. Each must list all three in `meshrun nodes --json` within 5 s of the last start.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { type Cluster, startCluster } from '../src/cluster.ts';
+import type { Cluster } from '../src/cluster.ts';
 import { requireNetns } from '../src/netns.ts';
 import { runCli, waitFor } from '../src/proc.ts';
+import { newClusterKey, startDaemons } from './lib/namespaced.ts';
 
 const skip = requireNetns();
 
 describe('mDNS discovery across namespaces', { skip }, () => {
   let cluster: Cluster;
-  let keyFile: string;
   let lastStart = 0;
 
   before(async () => {
-    const { mkdtempSync } = await import('node:fs');
-    const { tmpdir } = await import('node:os');
-    keyFile = `${mkdtempSync(`${tmpdir()}/meshrun-mdns-`)}/cluster.key`;
-    const kg = await runCli(['keygen', keyFile]);
-    assert.equal(kg.code, 0, kg.stderr);
-    cluster = await startCluster({
-      name: 'mdns',
-      hosts: 3,
-      daemonArgs: (host) => [
-        '--data-dir',
-        host.dataDir,
-        '--cluster-key',
-        keyFile,
-        '--listen',
-        `/ip4/${host.ip}/tcp/4801`,
-      ],
-      readyLog: /listening on/,
-    });
+    cluster = await startDaemons({ name: 'mdns', hosts: 3, keyFile: await newClusterKey('meshrun-mdns-') });
     lastStart = Date.now();
   });
   after(async () => cluster?.destroy());

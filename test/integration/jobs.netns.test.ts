@@ -5,50 +5,26 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { after, before, describe, it } from 'node:test';
-import { type Cluster, type ClusterNode, startCluster } from '../src/cluster.ts';
+import type { Cluster, ClusterNode } from '../src/cluster.ts';
 import { requireNetns } from '../src/netns.ts';
-import { runCli, waitFor } from '../src/proc.ts';
+import { waitFor } from '../src/proc.ts';
 import { requireDocker, TEST_IMAGE } from './lib/docker.ts';
+import { cli, cliJson, type Json, newClusterKey, startDaemons } from './lib/namespaced.ts';
 
 const skip = requireNetns() ?? requireDocker();
 const dir = mkdtempSync(`${tmpdir()}/meshrun-jobs-`);
-const keyFile = `${dir}/cluster.key`;
-
-type Json = Record<string, any>;
-
-async function cli(n: ClusterNode, args: string[], timeoutMs = 60_000) {
-  return runCli(['--data-dir', n.host.dataDir, ...args], { ns: n.host, timeoutMs });
-}
-async function cliJson(n: ClusterNode, args: string[]): Promise<Json> {
-  const r = await cli(n, [...args, '--json']);
-  if (r.code !== 0) throw new Error(`meshrun ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
-  return JSON.parse(r.stdout);
-}
 
 describe('jobs end to end', { skip, timeout: 420_000 }, () => {
   let c: Cluster;
   let byId: Map<string, ClusterNode>;
 
   before(async () => {
-    const kg = await runCli(['keygen', keyFile]);
-    assert.equal(kg.code, 0, kg.stderr);
-    c = await startCluster({
+    c = await startDaemons({
       name: 'jobs',
       hosts: 3,
-      daemonArgs: (host) => [
-        '--data-dir',
-        host.dataDir,
-        '--cluster-key',
-        keyFile,
-        '--listen',
-        `/ip4/${host.ip}/tcp/4801`,
-        '--label',
-        `host=${host.name}`,
-        '--max-concurrent',
-        '60',
-      ],
-      env: () => ({ MESHRUN_NODE_TTL_MS: '2000', MESHRUN_NODE_GRACE_MS: '1000' }),
-      readyLog: /listening on/,
+      keyFile: await newClusterKey('meshrun-jobs-'),
+      args: (host) => ['--label', `host=${host.name}`, '--max-concurrent', '60'],
+      env: { MESHRUN_NODE_TTL_MS: '2000', MESHRUN_NODE_GRACE_MS: '1000' },
     });
     // Cluster formed: one leader, three voters, seen from every node.
     const status = await waitFor(

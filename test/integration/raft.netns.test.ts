@@ -3,25 +3,13 @@
 // healing, logs converge; a voter lost for good is replaced by the learner (autopilot); no acknowledged
 // proposal (a job submission that returned its ID) is ever lost.
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { after, before, describe, it } from 'node:test';
-import { type Cluster, type ClusterNode, startCluster } from '../src/cluster.ts';
+import type { Cluster, ClusterNode } from '../src/cluster.ts';
 import { requireNetns } from '../src/netns.ts';
-import { runCli, waitFor } from '../src/proc.ts';
+import { waitFor } from '../src/proc.ts';
+import { cli, cliJson, type Json, newClusterKey, startDaemons } from './lib/namespaced.ts';
 
 const skip = requireNetns();
-type Json = Record<string, any>;
-
-async function cli(n: ClusterNode, args: string[], timeoutMs = 30_000) {
-  return runCli(['--data-dir', n.host.dataDir, ...args], { ns: n.host, timeoutMs });
-}
-async function cliJson(n: ClusterNode, args: string[]): Promise<Json> {
-  const r = await cli(n, [...args, '--json']);
-  if (r.code !== 0) throw new Error(`meshrun ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
-  return JSON.parse(r.stdout);
-}
-
 /** A proposal: a job that can never be placed (so it stays in the log, untouched by workers). */
 async function propose(n: ClusterNode, tag: string): Promise<string | null> {
   const r = await cli(
@@ -38,21 +26,11 @@ describe('raft on real processes', { skip, timeout: 300_000 }, () => {
   const byId = new Map<string, ClusterNode>();
 
   before(async () => {
-    const keyFile = `${mkdtempSync(`${tmpdir()}/meshrun-raft-`)}/cluster.key`;
-    assert.equal((await runCli(['keygen', keyFile])).code, 0);
-    c = await startCluster({
+    c = await startDaemons({
       name: 'raft',
       hosts: 4,
-      daemonArgs: (host) => [
-        '--data-dir',
-        host.dataDir,
-        '--cluster-key',
-        keyFile,
-        '--listen',
-        `/ip4/${host.ip}/tcp/4801`,
-      ],
-      env: () => ({ MESHRUN_DEAD_VOTER_MS: '8000' }),
-      readyLog: /listening on/,
+      keyFile: await newClusterKey('meshrun-raft-'),
+      env: { MESHRUN_DEAD_VOTER_MS: '8000' },
     });
     await waitFor(
       async () => {
