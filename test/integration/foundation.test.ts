@@ -198,13 +198,25 @@ describe('foundation on loopback', () => {
     assert.equal(viaPeer.code, 0, describeResult(viaPeer));
   });
 
-  it('a raw TCP client sending junk before the handshake is dropped and the node keeps serving', async () => {
+  it('raw TCP clients sending junk before the handshake do not hurt the node; it keeps serving', async () => {
     const m = /\/ip4\/([\d.]+)\/tcp\/(\d+)/.exec(c.nodes[2]!.addr)!;
-    await new Promise<void>((resolve) => {
-      const sock = net.connect(Number(m[2]), m[1], () => sock.end(Buffer.alloc(4096, 0x41)));
-      sock.on('error', () => resolve());
-      sock.on('close', () => resolve());
-    });
+    // Several junk connections at once. The node usually resets them at once; libp2p sometimes leaves one
+    // half-open until its upgrade timeout (seen with @libp2p/pnet too), so the client gives up after a bound.
+    await Promise.all(
+      Array.from(
+        { length: 5 },
+        () =>
+          new Promise<void>((resolve) => {
+            const sock = net.connect(Number(m[2]), m[1], () => sock.end(Buffer.alloc(4096, 0x41)));
+            const timer = setTimeout(() => sock.destroy(), 3000);
+            sock.on('error', () => {});
+            sock.on('close', () => {
+              clearTimeout(timer);
+              resolve();
+            });
+          }),
+      ),
+    );
     assert.equal((await nodesJson(c, 2)).length, 3);
   });
 

@@ -78,6 +78,15 @@ class PrivateStream extends AbstractMultiaddrConnection {
         this.onTransportClosed();
       }
     });
+    // The peer may have sent everything and hung up while the nonces were exchanged: that 'close' event fired
+    // before we listened, and without this the handshake above us would wait for bytes that never come.
+    if (
+      this.#maConn.status === 'closed' ||
+      this.#maConn.status === 'aborted' ||
+      this.#maConn.status === 'reset'
+    ) {
+      queueMicrotask(() => this.onTransportClosed());
+    }
   }
 
   async sendClose(options?: AbortOptions): Promise<void> {
