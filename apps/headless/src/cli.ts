@@ -189,7 +189,7 @@ export function buildProgram(): Command {
         if (stopping) return;
         stopping = true;
         daemon.log.info({ signal }, 'shutting down');
-        const force = setTimeout(() => process.exit(1), 15_000);
+        const force = setTimeout(() => process.exit(1), 30_000);
         force.unref();
         try {
           await daemon.stop();

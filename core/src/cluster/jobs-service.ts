@@ -68,7 +68,12 @@ interface LocalRun {
   abort: AbortController;
   startedAt: number;
   jobId: string;
+  /** Settles when the run has ended and its container is gone. */
+  done?: Promise<void>;
 }
+
+/** How long a stopping node waits for its runs to stop and be handed back before it exits anyway. */
+export const STOP_RUNS_GRACE_MS = 15_000;
 
 /** Map an executor's result to the state machine's outcome. */
 export function outcomeOf(r: TaskResult): {
@@ -214,7 +219,7 @@ export class JobsService {
       jobId: runSpec.jobId,
     };
     this.#running.set(taskId, run);
-    void this.#execute(run, runSpec).finally(() => {
+    run.done = this.#execute(run, runSpec).finally(() => {
       if (this.#running.get(taskId) === run) this.#running.delete(taskId);
       // Whatever ended it (exit, cancel, requeue, stale attempt): local views drop the run.
       this.events.emit('ended-local', {
@@ -904,10 +909,24 @@ export class JobsService {
     return this.#jobView(jobId, true);
   }
 
+  /**
+   * Stops cleanly: every run is stopped (its container removed) and handed back to the queue, so another node
+   * takes it at once instead of after the heartbeat TTL. Bounded by STOP_RUNS_GRACE_MS.
+   */
   async stop(): Promise<void> {
+    // No new runs from here on; reports still get their first try.
     this.#stopped = true;
     for (const t of this.#timers) clearInterval(t);
-    for (const run of this.#running.values()) run.abort.abort(new Error('node stopping'));
+    const runs = [...this.#running.values()];
+    for (const run of runs) run.abort.abort(new Error(`${REQUEUE_PREFIX}node ${this.#self} is stopping`));
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled(runs.map((r) => r.done)),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, STOP_RUNS_GRACE_MS);
+      }),
+    ]);
+    clearTimeout(timer);
   }
 
   runningCount(): number {
