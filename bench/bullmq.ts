@@ -187,14 +187,15 @@ async function noopWasm(): Promise<Uint8Array> {
   return new Uint8Array(buffer);
 }
 
-export async function waitForCluster(c: LoopbackCluster, client: P2pClient): Promise<void> {
+/** Waits until every node of `c` is a voter and a leader is known; returns the leader's peer ID. */
+export async function waitForCluster(c: LoopbackCluster, client: P2pClient): Promise<string> {
   const deadline = Date.now() + 60_000;
   for (;;) {
     const s = (await client.call('cluster.status', { local: true }).catch(() => null)) as {
       leader: string | null;
       voters: unknown[];
     } | null;
-    if (s?.leader && s.voters.length === c.nodes.length) return;
+    if (s?.leader && s.voters.length === c.nodes.length) return s.leader;
     if (Date.now() > deadline) throw new Error('the meshrun cluster did not form in 60 s');
     await new Promise((r) => setTimeout(r, 200));
   }

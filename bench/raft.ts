@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
 import { P2pClient } from '../apps/headless/src/client.ts';
 import { newLoopbackCluster } from '../apps/headless/src/local-cluster.ts';
+import { waitForCluster } from './bullmq.ts';
 
 const CONCURRENCY = [1, 100, 500];
 const PHASE_MS = Number(process.env.BENCH_RAFT_PHASE_MS ?? 5000);
@@ -160,16 +161,7 @@ async function benchMeshrun(): Promise<{ phases: Phase[]; failoverMs: number }> 
     for (const i of [0, 1, 2]) await cluster.start(i);
     const probe = await P2pClient.create(cluster.nodes[0]!.addr, cluster.clusterKey);
     clients.push(probe);
-    let leader = '';
-    for (let i = 0; i < 300 && !leader; i++) {
-      const s = (await probe.call('cluster.status', { local: true }).catch(() => null)) as {
-        leader: string | null;
-        voters: unknown[];
-      } | null;
-      if (s?.leader && s.voters.length === 3) leader = s.leader;
-      else await new Promise((r) => setTimeout(r, 100));
-    }
-    if (!leader) throw new Error('meshrun cluster did not form');
+    const leader = await waitForCluster(cluster, probe);
     const leaderNode = cluster.nodes.find((n) => n.peerId === leader)!;
     const toLeader = await P2pClient.create(leaderNode.addr, cluster.clusterKey);
     clients.push(toLeader);

@@ -231,6 +231,9 @@ export async function startDaemon(
     hardware,
   });
 
+  /** Live dashboards learn of every change to what this node is and offers. */
+  const announceStatus = () => events.emit('api', { event: 'status', data: statusOf() } satisfies ApiEvent);
+
   const daemon: Daemon = {
     config,
     node,
@@ -247,16 +250,16 @@ export async function startDaemon(
       pausedReason = next === 'active' ? null : reason;
       node.refreshAdvertisement();
       note('info', `node ${next}${reason ? `: ${reason}` : ''}`);
-      events.emit('api', { event: 'status', data: statusOf() } satisfies ApiEvent);
+      announceStatus();
     },
     setOfferLimits(limits) {
       offerLimits = { ...limits };
       node.refreshAdvertisement();
-      events.emit('api', { event: 'status', data: statusOf() } satisfies ApiEvent);
+      announceStatus();
     },
     refreshAdvertisement() {
       node.refreshAdvertisement();
-      events.emit('api', { event: 'status', data: statusOf() } satisfies ApiEvent);
+      announceStatus();
     },
     setClusterView(view) {
       clusterView = view;

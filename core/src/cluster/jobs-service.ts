@@ -15,7 +15,7 @@ import {
   formatJobId,
   JOB_LIMITS,
   type JobCommandInput,
-  ProtocolError,
+  type ProtocolError,
   RPC_ERRORS,
   validateJobSpec,
 } from '@meshrun/protocol';
@@ -181,8 +181,7 @@ export class JobsService {
     if (cmd.type === 'assign' && result.ok && cmd.nodeId === this.#self)
       this.#startRun(cmd.taskId, cmd.attempt);
     if (cmd.type === 'submitJob' && this.#o.commands.isLeader()) this.#scheduleSoon();
-    if ('taskId' in cmd || 'jobId' in cmd) this.events.emit('change');
-    else this.events.emit('change');
+    this.events.emit('change');
   }
 
   #onEffect(e: JobEffect): void {
@@ -959,5 +958,3 @@ export function toSchedulerNode(
     ...(row.offered.allowedSubmitters ? { allowedSubmitters: row.offered.allowedSubmitters } : {}),
   };
 }
-
-export { ProtocolError };

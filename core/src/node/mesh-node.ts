@@ -30,6 +30,7 @@ import {
   ProtocolError,
   RPC_ERRORS,
   RpcRequestSchema,
+  RpcResponseSchema,
   readFrame,
   type SignedAdvert,
   writeFrame,
@@ -460,7 +461,6 @@ export async function callControl(
   params: unknown,
   opts: { timeoutMs?: number; auth?: unknown; onItem?: (item: unknown) => void } = {},
 ): Promise<unknown> {
-  const { RpcResponseSchema } = await import('@meshrun/protocol');
   const target = typeof peer === 'string' ? multiaddr(`/p2p/${peer}`) : peer;
   const signal = AbortSignal.timeout(opts.timeoutMs ?? 30_000);
   const stream = await libp2p.dialProtocol(target, PROTOCOLS.control, {
