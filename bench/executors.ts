@@ -3,8 +3,11 @@
  *  - overhead of our Docker executor vs a bare `docker run --rm` (p50/p99 over 50 runs each, interleaved), and
  *    vs the same create/start/wait/remove through the engine API without sandbox options, attach or stats,
  *  - container start throughput with 16 in parallel: our executor vs 16 parallel `docker run --rm` CLIs,
- *  - WASM task start latency (run() call → 'started' event) and whole-run time, p50.
- * Run alone: `npx node bench/executors.ts` (needs the Docker engine and meshrun-test/busybox:1).
+ *  - WASM: the first task's start on a fresh executor (boots a worker thread), then with the worker pool warm
+ *    the start latency (run() call → 'started' event) and whole-run time, p50, and the throughput of
+ *    WASM_TASKS no-op tasks run WASM_PARALLEL at a time (tasks/s, and CPU ms per task across all threads).
+ * Run alone: `npx node bench/executors.ts` (needs the Docker engine and meshrun-test/busybox:1), or
+ * `npx node bench/executors.ts wasm` for the WASM part only (no Docker needed).
  */
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -19,6 +22,8 @@ const COMMAND = ['true'];
 const RUNS = 50;
 const PARALLEL = 16;
 const WASM_RUNS = 30;
+const WASM_TASKS = 500;
+const WASM_PARALLEL = 16;
 
 const policy: NodePolicy = {
   allowNetwork: false,
@@ -104,33 +109,7 @@ export async function benchExecutors(): Promise<Record<string, unknown>> {
   const parallelOurs = await timed(() => Promise.all(Array.from({ length: PARALLEL }, runOurs)));
   const parallelCli = await timed(() => Promise.all(Array.from({ length: PARALLEL }, runCli)));
 
-  const wasm = new WasmExecutor();
-  const wasmStart: number[] = [];
-  const wasmTotal: number[] = [];
-  for (let i = 0; i < WASM_RUNS; i++) {
-    const t = performance.now();
-    let startedAt = Number.NaN;
-    const r = await wasm.run(
-      {
-        taskId: `bench-wasm-${i}`,
-        jobId: 'bench',
-        attempt: 0,
-        executor: 'wasm',
-        wasm: { module: EMPTY_WASI_MODULE },
-        resources: { cpus: 1, memoryBytes: 16 * 1024 * 1024 },
-        timeoutMs: 10_000,
-      },
-      {
-        policy,
-        onEvent: (e) => {
-          if (e.type === 'started') startedAt = performance.now();
-        },
-      },
-    );
-    if (r.outcome !== 'exited') throw new Error(`wasm run failed: ${r.reason}`);
-    wasmStart.push(startedAt - t);
-    wasmTotal.push(performance.now() - t);
-  }
+  const wasm = await benchWasm();
 
   return {
     engineVersion: avail.version,
@@ -148,13 +127,77 @@ export async function benchExecutors(): Promise<Record<string, unknown>> {
     parallel: PARALLEL,
     executorParallelPerSec: round((PARALLEL / parallelOurs) * 1000),
     cliParallelPerSec: round((PARALLEL / parallelCli) * 1000),
-    wasmStartMsP50: round(percentile(wasmStart, 50)),
-    wasmRunMsP50: round(percentile(wasmTotal, 50)),
+    ...wasm,
   };
 }
 
+/** The WASM executor alone: no Docker needed. */
+export async function benchWasm(): Promise<Record<string, unknown>> {
+  const wasm = new WasmExecutor();
+  let seqWasm = 0;
+  /** One no-op task; resolves with [ms to 'started', ms to the end]. */
+  const runOne = async (): Promise<[number, number]> => {
+    const t = performance.now();
+    let startedAt = Number.NaN;
+    const r = await wasm.run(
+      {
+        taskId: `bench-wasm-${++seqWasm}`,
+        jobId: 'bench',
+        attempt: 0,
+        executor: 'wasm',
+        wasm: { module: EMPTY_WASI_MODULE },
+        resources: { cpus: 1, memoryBytes: 16 * 1024 * 1024 },
+        timeoutMs: 10_000,
+      },
+      {
+        policy,
+        onEvent: (e) => {
+          if (e.type === 'started') startedAt = performance.now();
+        },
+      },
+    );
+    if (r.outcome !== 'exited') throw new Error(`wasm run failed: ${r.reason}`);
+    return [startedAt - t, performance.now() - t];
+  };
+  try {
+    const [coldStart] = await runOne(); // boots the first worker thread
+    // Warm: as many workers as the parallel run will use, then the sequential latency on a warm pool.
+    await Promise.all(Array.from({ length: WASM_PARALLEL }, runOne));
+    const wasmStart: number[] = [];
+    const wasmTotal: number[] = [];
+    for (let i = 0; i < WASM_RUNS; i++) {
+      const [start, total] = await runOne();
+      wasmStart.push(start);
+      wasmTotal.push(total);
+    }
+    let next = 0;
+    const cpu = process.cpuUsage();
+    const parallelMs = await timed(() =>
+      Promise.all(
+        Array.from({ length: WASM_PARALLEL }, async () => {
+          while (next++ < WASM_TASKS) await runOne();
+        }),
+      ),
+    );
+    const cpuUsed = process.cpuUsage(cpu);
+    return {
+      wasmColdStartMs: round(coldStart),
+      wasmStartMsP50: round(percentile(wasmStart, 50)),
+      wasmRunMsP50: round(percentile(wasmTotal, 50)),
+      wasmTasks: WASM_TASKS,
+      wasmParallel: WASM_PARALLEL,
+      wasmTasksPerSec: round((WASM_TASKS / parallelMs) * 1000),
+      /** Process CPU (all threads: executor, workers, fs) per task during the parallel run. */
+      wasmCpuMsPerTask: Math.round(((cpuUsed.user + cpuUsed.system) / 1000 / WASM_TASKS) * 100) / 100,
+      wasmWorkersCreated: wasm.poolStats.created,
+    };
+  } finally {
+    await wasm.close();
+  }
+}
+
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const r = await benchExecutors();
+  const r = process.argv.includes('wasm') ? await benchWasm() : await benchExecutors();
   console.table(Object.fromEntries(Object.entries(r).map(([k, v]) => [k, { value: v }])));
   console.log(JSON.stringify(r));
 }

@@ -110,6 +110,7 @@ export async function startNodeServices(daemon: Daemon): Promise<NodeServices> {
       clearInterval(recovery);
       await jobs.stop();
       await cluster.stop();
+      await wasm.close();
     },
   };
 }

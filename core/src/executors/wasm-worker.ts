@@ -1,15 +1,21 @@
 /**
- * Worker-thread side of the WASM executor: instantiates one WASI preview1 module and runs it to the end.
- * stdout/stderr writes (fd 1/2) are intercepted and posted to the parent as they happen, so output streams
- * live; everything else is Node's WASI. The parent terminates this thread on timeout, cancel or quota.
+ * Worker-thread side of the WASM executor. One worker runs many tasks, one at a time: the parent posts
+ * `{ type: 'run', id, input }` and the worker answers with messages tagged with that id (started, output*,
+ * then exactly one of exit / trap / failed). Every task gets a fresh WASI object (its own args, env, stdio
+ * and /scratch preopen) and a fresh instance of the (already compiled) module, so linear memory, globals and
+ * tables start from the module's initial state; when the task ends the worker closes every file descriptor
+ * the task's WASI held and keeps no per-task state. stdout/stderr writes (fd 1/2) are intercepted and posted
+ * as they happen, so output streams live; everything else is Node's WASI. The parent terminates this thread
+ * (and never reuses it) on timeout, cancel, scratch quota or output limit.
  */
 
 import { WASI } from 'node:wasi';
-import { parentPort, workerData } from 'node:worker_threads';
-import { type WasmMemory, wasmApi } from './wasm-module.ts';
+import { parentPort } from 'node:worker_threads';
+import { type WasmInstance, type WasmMemory, wasmApi } from './wasm-module.ts';
 
 export interface WasmWorkerInput {
-  module: Uint8Array;
+  /** A compiled WebAssembly.Module (structured-cloned from the parent: no second compile). */
+  module: object;
   args: string[];
   env: Record<string, string>;
   scratchDir: string;
@@ -18,79 +24,142 @@ export interface WasmWorkerInput {
   maxOutputBytes: number;
 }
 
-export type WasmWorkerMessage =
+export interface WasmWorkerRequest {
+  type: 'run';
+  /** Tags every answer, so a late message of one task can never be taken for the next one's. */
+  id: number;
+  input: WasmWorkerInput;
+}
+
+export type WasmWorkerMessage = { id: number } & (
   | { type: 'started' }
   | { type: 'output'; fd: 1 | 2; data: Uint8Array; memoryBytes: number }
   | { type: 'output-limit' }
   | { type: 'exit'; code: number; memoryBytes: number; cpuMs: number }
-  | { type: 'trap'; message: string; memoryBytes: number; cpuMs: number };
+  | { type: 'trap'; message: string; memoryBytes: number; cpuMs: number }
+  /** Could not start (e.g. a link error: the module imports something WASI does not provide). */
+  | { type: 'failed'; message: string; cpuMs: number }
+);
 
 const ERRNO_SUCCESS = 0;
 const ERRNO_FBIG = 22;
+const ERRNO_NOTSUP = 58;
+/** The one preopen (/scratch) is guest fd 3; files the task opens come after it. */
+const FIRST_TASK_FD = 3;
 
-const input = workerData as WasmWorkerInput;
+type WasiFn = (...a: number[]) => number;
+/** Hand-rolled rather than `new WebAssembly.Memory` so that this file needs no WebAssembly types. */
+const placeholderMemory = new (
+  globalThis as unknown as { WebAssembly: { Memory: new (d: object) => object } }
+).WebAssembly.Memory({ initial: 0 });
+
 const port = parentPort!;
-const post = (m: WasmWorkerMessage) => port.postMessage(m);
-const cpuMs = () => {
+const threadCpuMicros = () => {
   const u = process.threadCpuUsage();
-  return Math.round((u.user + u.system) / 1000);
+  return u.user + u.system;
 };
 
-const wasi = new WASI({
-  version: 'preview1',
-  args: input.args,
-  env: input.env,
-  preopens: { '/scratch': input.scratchDir },
-  stdin: input.stdinFd,
-  stdout: input.nullFd,
-  stderr: input.nullFd,
-  returnOnExit: true,
-});
-
-let memory: WasmMemory | null = null;
-const memoryBytes = () => memory?.buffer.byteLength ?? 0;
-let outputBytes = 0;
-const wasiImport = wasi.wasiImport as Record<string, (...a: number[]) => number>;
-const fdWrite = wasiImport.fd_write;
-const imports = {
-  wasi_snapshot_preview1: {
-    ...wasiImport,
-    fd_write(fd: number, iovs: number, iovsLen: number, nwrittenPtr: number): number {
-      if ((fd !== 1 && fd !== 2) || !memory) return fdWrite(fd, iovs, iovsLen, nwrittenPtr);
-      const view = new DataView(memory.buffer);
-      const parts: Uint8Array[] = [];
-      let total = 0;
-      for (let i = 0; i < iovsLen; i++) {
-        const ptr = view.getUint32(iovs + i * 8, true);
-        const len = view.getUint32(iovs + i * 8 + 4, true);
-        parts.push(new Uint8Array(memory.buffer, ptr, len).slice());
-        total += len;
-      }
-      outputBytes += total;
-      if (outputBytes > input.maxOutputBytes) {
-        post({ type: 'output-limit' });
-        return ERRNO_FBIG;
-      }
-      const data = parts.length === 1 ? parts[0] : Buffer.concat(parts);
-      if (data.byteLength > 0) post({ type: 'output', fd, data, memoryBytes: memoryBytes() });
-      view.setUint32(nwrittenPtr, total, true);
-      return ERRNO_SUCCESS;
-    },
-  },
-};
-
-const mod = await wasmApi.compile(input.module);
-const instance = await wasmApi.instantiate(mod, imports);
-memory = (instance.exports.memory as WasmMemory | undefined) ?? null;
-post({ type: 'started' });
-try {
-  const code = wasi.start(instance as Parameters<WASI['start']>[0]);
-  post({ type: 'exit', code, memoryBytes: memoryBytes(), cpuMs: cpuMs() });
-} catch (e) {
-  post({
-    type: 'trap',
-    message: String((e as Error)?.message ?? e),
-    memoryBytes: memoryBytes(),
-    cpuMs: cpuMs(),
+async function runTask(id: number, input: WasmWorkerInput): Promise<void> {
+  const post = (m: WasmWorkerMessage) => port.postMessage(m);
+  const cpuAtStart = threadCpuMicros();
+  const cpuMs = () => Math.round((threadCpuMicros() - cpuAtStart) / 1000);
+  const wasi = new WASI({
+    version: 'preview1',
+    args: input.args,
+    env: input.env,
+    preopens: { '/scratch': input.scratchDir },
+    stdin: input.stdinFd,
+    stdout: input.nullFd,
+    stderr: input.nullFd,
+    returnOnExit: true,
   });
+  const wasiImport = wasi.wasiImport as Record<string, WasiFn>;
+  let memory: WasmMemory | null = null;
+  const memoryBytes = () => memory?.buffer.byteLength ?? 0;
+  let outputBytes = 0;
+  // Highest guest fd this task could hold (uvwasi hands out the lowest free slot): closed one by one at the end.
+  let maxFd = FIRST_TASK_FD;
+  const { fd_write, fd_close, fd_renumber, path_open } = wasiImport;
+  const imports = {
+    wasi_snapshot_preview1: {
+      ...wasiImport,
+      fd_write(fd: number, iovs: number, iovsLen: number, nwrittenPtr: number): number {
+        if ((fd !== 1 && fd !== 2) || !memory) return fd_write(fd, iovs, iovsLen, nwrittenPtr);
+        const view = new DataView(memory.buffer);
+        const parts: Uint8Array[] = [];
+        let total = 0;
+        for (let i = 0; i < iovsLen; i++) {
+          const ptr = view.getUint32(iovs + i * 8, true);
+          const len = view.getUint32(iovs + i * 8 + 4, true);
+          parts.push(new Uint8Array(memory.buffer, ptr, len).slice());
+          total += len;
+        }
+        outputBytes += total;
+        if (outputBytes > input.maxOutputBytes) {
+          post({ id, type: 'output-limit' });
+          return ERRNO_FBIG;
+        }
+        const data = parts.length === 1 ? parts[0] : Buffer.concat(parts);
+        if (data.byteLength > 0) post({ id, type: 'output', fd, data, memoryBytes: memoryBytes() });
+        view.setUint32(nwrittenPtr, total, true);
+        return ERRNO_SUCCESS;
+      },
+      // fds 0-2 are the parent's descriptors (stdin file, /dev/null), closed by the parent after the task:
+      // the guest may "close" them (a no-op), never really close or replace them.
+      fd_close(fd: number): number {
+        return fd <= 2 ? ERRNO_SUCCESS : fd_close(fd);
+      },
+      fd_renumber(from: number, to: number): number {
+        return from <= 2 || to <= 2 ? ERRNO_NOTSUP : fd_renumber(from, to);
+      },
+      path_open(...a: number[]): number {
+        const errno = path_open(...a);
+        if (errno === ERRNO_SUCCESS && memory) {
+          const fd = new DataView(memory.buffer).getUint32(a[8], true);
+          if (fd > maxFd) maxFd = fd;
+        }
+        return errno;
+      },
+    },
+  };
+
+  let final: WasmWorkerMessage;
+  try {
+    const instance: WasmInstance = await wasmApi.instantiate(input.module, imports);
+    memory = (instance.exports.memory as WasmMemory | undefined) ?? null;
+    post({ id, type: 'started' });
+    try {
+      const code = wasi.start(instance as Parameters<WASI['start']>[0]);
+      final = { id, type: 'exit', code, memoryBytes: memoryBytes(), cpuMs: cpuMs() };
+    } catch (e) {
+      const message = String((e as Error)?.message ?? e);
+      final = { id, type: 'trap', message, memoryBytes: memoryBytes(), cpuMs: cpuMs() };
+    }
+  } catch (e) {
+    final = { id, type: 'failed', message: String((e as Error)?.message ?? e), cpuMs: cpuMs() };
+  }
+  // node:wasi never closes what its WASI object opened (the preopen, files the task left open): close them
+  // here, or every task would leak descriptors into the process. fd_close needs a started WASI object, so
+  // one that never got that far (link error, no memory export) is started on an empty stand-in first.
+  const closeTaskFds = () => {
+    for (let fd = FIRST_TASK_FD; fd <= maxFd; fd++) fd_close(fd);
+  };
+  try {
+    closeTaskFds();
+  } catch {
+    try {
+      wasi.start({ exports: { memory: placeholderMemory, _start() {} } } as Parameters<WASI['start']>[0]);
+      closeTaskFds();
+    } catch {}
+  }
+  memory = null;
+  post(final);
 }
+
+port.on('message', (m: WasmWorkerRequest) => {
+  if (m?.type !== 'run') return;
+  // new WASI() throws when it cannot open the preopen: the task failed, the worker did not.
+  runTask(m.id, m.input).catch((e) => {
+    port.postMessage({ id: m.id, type: 'failed', message: String(e?.message ?? e), cpuMs: 0 });
+  });
+});

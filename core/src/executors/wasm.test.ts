@@ -1,5 +1,6 @@
 /** WASM executor with real modules compiled from the committed .wat sources (wabt's wat2wasm). */
 import assert from 'node:assert/strict';
+import { readdirSync, readlinkSync } from 'node:fs';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,13 +11,15 @@ import { WasmExecutor } from './wasm.ts';
 
 const executor = new WasmExecutor();
 let seq = 0;
+const built = new Map<string, Uint8Array>();
 function wasmSpec(name: string, extra: Partial<TaskSpec> = {}): TaskSpec {
+  if (!built.has(name)) built.set(name, buildWat(name));
   return {
     taskId: `wasm-test-${process.pid}-${++seq}`,
     jobId: 'job-test',
     attempt: 0,
     executor: 'wasm',
-    wasm: { module: buildWat(name) },
+    wasm: { module: built.get(name)! },
     resources: { cpus: 1, memoryBytes: 16 * 1024 * 1024 },
     timeoutMs: 10_000,
     ...extra,
@@ -157,5 +160,188 @@ describe('WasmExecutor', { concurrency: 4 }, () => {
       assert.equal(r.outcome, 'refused');
       assert.match(r.reason, pattern);
     }
+  });
+});
+
+/** Runs the leak probe with one byte of stdin; it echoes the byte and exits with its value. */
+async function probe(ex: WasmExecutor, byte: string, extra: Partial<TaskSpec> = {}) {
+  const rec = recorder();
+  const r = await ex.run(wasmSpec('leak-probe', { stdin: Buffer.from(byte), ...extra }), {
+    policy: basePolicy,
+    onEvent: rec.onEvent,
+  });
+  return { r, stdout: rec.text('stdout'), events: rec.events };
+}
+
+/** This process's descriptors that point under dir (Linux /proc; null elsewhere). */
+function descriptorsUnder(dir: string): string[] | null {
+  let names: string[];
+  try {
+    names = readdirSync('/proc/self/fd');
+  } catch {
+    return null;
+  }
+  const found: string[] = [];
+  for (const n of names) {
+    try {
+      const target = readlinkSync(`/proc/self/fd/${n}`);
+      if (target.startsWith(`${dir}/`)) found.push(target);
+    } catch {}
+  }
+  return found;
+}
+
+describe('WasmExecutor worker pool', { concurrency: 2 }, () => {
+  it('reuses warm workers for sequential and concurrent tasks, each with its own output and exit code', async (t) => {
+    const ex = new WasmExecutor();
+    t.after(() => ex.close());
+    for (let i = 0; i < 20; i++) {
+      const byte = String.fromCharCode(65 + i); // A, B, ...
+      const { r, stdout, events } = await probe(ex, byte);
+      assert.equal(r.outcome, 'exited', r.reason);
+      assert.equal(r.exitCode, byte.charCodeAt(0));
+      assert.equal(stdout, byte);
+      assert.equal(events[0].type, 'started');
+    }
+    assert.equal(ex.poolStats.created, 1, 'one worker ran 20 sequential tasks');
+    for (let round = 0; round < 3; round++) {
+      const bytes = Array.from({ length: 8 }, (_, i) => String.fromCharCode(97 + round * 8 + i)); // a, b, ...
+      const runs = await Promise.all(bytes.map((b) => probe(ex, b)));
+      runs.forEach(({ r, stdout }, i) => {
+        assert.equal(r.outcome, 'exited', r.reason);
+        assert.equal(r.exitCode, bytes[i].charCodeAt(0), 'its own exit code');
+        assert.equal(stdout, bytes[i], 'its own output');
+      });
+    }
+    const stats = ex.poolStats;
+    assert.equal(stats.tasks, 44);
+    assert.ok(stats.created <= 8, `${stats.created} workers for 44 tasks, at most 8 at once`);
+    assert.equal(stats.discarded, 0);
+    assert.equal(stats.busy, 0);
+    assert.ok(stats.idle >= 1 && stats.idle <= 8);
+  });
+
+  it('does not let a killed task (timeout, cancel, output limit) poison the next one', async (t) => {
+    const ex = new WasmExecutor({ maxOutputBytes: 64 * 1024 });
+    t.after(() => ex.close());
+    await probe(ex, 'W'); // a warm worker is there to be killed
+    const timedOut = await ex.run(wasmSpec('loop', { timeoutMs: 300 }), {
+      policy: basePolicy,
+      onEvent: () => {},
+    });
+    assert.equal(timedOut.outcome, 'timeout', timedOut.reason);
+    assert.ok(timedOut.usage.cpuMs < 5000);
+    const ac = new AbortController();
+    const cancelled = await ex.run(wasmSpec('loop'), {
+      policy: basePolicy,
+      signal: ac.signal,
+      onEvent: (e) => {
+        if (e.type === 'started') ac.abort();
+      },
+    });
+    assert.equal(cancelled.outcome, 'cancelled', cancelled.reason);
+    const flooded = await ex.run(wasmSpec('flood'), { policy: basePolicy, onEvent: () => {} });
+    assert.match(flooded.reason, /output limit/);
+    assert.equal(ex.poolStats.discarded, 3, 'every killed worker was terminated');
+    for (const byte of ['X', 'Y']) {
+      const { r, stdout } = await probe(ex, byte);
+      assert.equal(r.outcome, 'exited', r.reason);
+      assert.equal(r.exitCode, byte.charCodeAt(0));
+      assert.equal(stdout, byte, 'no output of an earlier task');
+    }
+    assert.equal(ex.poolStats.discarded, 3);
+    assert.equal(ex.poolStats.busy, 0);
+  });
+
+  it('gives every task a fresh instance, zeroed memory and its own empty /scratch', async (t) => {
+    const ex = new WasmExecutor({ idleWorkers: 1 });
+    t.after(() => ex.close());
+    // Each run writes 0xdead at address 1024, sets a global and creates /scratch/leak.txt; exit 3 or 4
+    // would mean it found them from the run before.
+    for (const byte of ['a', 'b', 'c']) {
+      const { r } = await probe(ex, byte);
+      assert.equal(r.outcome, 'exited', r.reason);
+      assert.equal(r.exitCode, byte.charCodeAt(0), r.reason);
+    }
+    assert.equal(ex.poolStats.created, 1, 'all three ran in the same worker');
+    // The probe does notice a leaked file.
+    const seeded = await probe(ex, 'd', { inputs: [{ path: 'leak.txt', content: Buffer.from('old') }] });
+    assert.equal(seeded.r.exitCode, 4);
+  });
+
+  it('closes every descriptor a task held, also when its worker was killed or the module did not link', async (t) => {
+    const tmpRoot = await mkdtemp(join(tmpdir(), 'meshrun-wasm-fds-'));
+    const ex = new WasmExecutor({ tmpRoot });
+    t.after(async () => {
+      await ex.close();
+      await rm(tmpRoot, { recursive: true, force: true });
+    });
+    if (descriptorsUnder(tmpRoot) === null) return t.skip('no /proc/self/fd');
+    for (const byte of ['a', 'b', 'c']) assert.equal((await probe(ex, byte)).r.outcome, 'exited'); // leaves leak.txt open
+    const linkError = await ex.run(wasmSpec('link-error'), { policy: basePolicy, onEvent: () => {} });
+    assert.equal(linkError.outcome, 'error');
+    assert.match(linkError.reason, /worker failed: .*not_provided|worker failed: .*import/i);
+    assert.equal(ex.poolStats.discarded, 0, 'a module that does not link does not cost the worker');
+    const r = await ex.run(wasmSpec('loop', { timeoutMs: 200 }), { policy: basePolicy, onEvent: () => {} });
+    assert.equal(r.outcome, 'timeout');
+    assert.deepEqual(descriptorsUnder(tmpRoot), []);
+    assert.deepEqual(await readdir(tmpRoot), [], 'per-task dirs removed');
+  });
+
+  it('keeps the memory cap, oom and trap outcomes, with usage counted per task', async (t) => {
+    const ex = new WasmExecutor({ idleWorkers: 1 });
+    t.after(() => ex.close());
+    const alloc = (mib: number) =>
+      ex.run(wasmSpec('alloc', { resources: { cpus: 1, memoryBytes: mib * 1024 * 1024 } }), {
+        policy: basePolicy,
+        onEvent: () => {},
+      });
+    const big = await alloc(8);
+    assert.equal(big.outcome, 'oom', big.reason);
+    assert.equal(big.usage.peakMemoryBytes, 8 * 1024 * 1024);
+    // Same module bytes, smaller cap: the compiled-module cache must not hand back the 8 MiB one.
+    const small = await alloc(4);
+    assert.equal(small.outcome, 'oom', small.reason);
+    assert.equal(small.usage.peakMemoryBytes, 4 * 1024 * 1024);
+    const rec = recorder();
+    const trapped = await ex.run(wasmSpec('trap'), { policy: basePolicy, onEvent: rec.onEvent });
+    assert.equal(trapped.outcome, 'error', trapped.reason);
+    assert.match(trapped.reason, /^trap: .*unreachable/);
+    assert.equal(rec.text('stdout'), 'before trap\n');
+    const spin = await ex.run(wasmSpec('spin'), { policy: basePolicy, onEvent: () => {} });
+    assert.equal(spin.outcome, 'exited', spin.reason);
+    const hello = await ex.run(wasmSpec('hello'), { policy: basePolicy, onEvent: () => {} });
+    assert.equal(hello.outcome, 'exited', hello.reason);
+    assert.equal(hello.usage.peakMemoryBytes, 65536, 'its own memory, not the earlier tasks');
+    assert.ok(spin.usage.cpuMs >= 20, `spin used ${spin.usage.cpuMs} ms`);
+    assert.ok(
+      hello.usage.cpuMs < spin.usage.cpuMs / 2,
+      `hello ${hello.usage.cpuMs} ms vs ${spin.usage.cpuMs}`,
+    );
+    const stats = ex.poolStats;
+    assert.equal(stats.created, 1, 'oom and traps do not cost the worker');
+    assert.equal(stats.discarded, 0);
+  });
+
+  it('lets idle workers exit after idleWorkerMs, and close() ends running tasks', async (t) => {
+    const ex = new WasmExecutor({ idleWorkerMs: 100 });
+    t.after(() => ex.close());
+    assert.equal((await probe(ex, 'a')).r.outcome, 'exited');
+    assert.equal(ex.poolStats.idle, 1);
+    await new Promise((r) => setTimeout(r, 400));
+    assert.equal(ex.poolStats.idle, 0);
+    assert.equal(ex.poolStats.retired, 1);
+    const running = ex.run(wasmSpec('loop'), {
+      policy: basePolicy,
+      onEvent: (e) => {
+        if (e.type === 'output') void ex.close();
+      },
+    });
+    const r = await running;
+    assert.equal(r.outcome, 'cancelled', r.reason);
+    assert.match(r.reason, /closed/);
+    assert.deepEqual([ex.poolStats.idle, ex.poolStats.busy], [0, 0]);
+    const after = await probe(ex, 'z');
+    assert.equal(after.r.exitCode, 'z'.charCodeAt(0), 'usable again after close');
   });
 });
