@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Level } from 'level';
 import type { RaftTransport, StateMachine } from './driver.ts';
-import { RaftDriver, RaftDriverError } from './driver.ts';
+import { coalesceAppends, RaftDriver, RaftDriverError } from './driver.ts';
+import { LevelRaftStorage } from './level-storage.ts';
 import type { Entry, Message, NodeId } from './types.ts';
 
 const dirs: string[] = [];
@@ -22,6 +23,7 @@ class MemoryHub {
   handlers = new Map<NodeId, (from: NodeId, msg: Message) => void>();
   down = new Set<NodeId>();
   snapshotsDelivered = 0;
+  heartbeatsDelivered = 0;
   transport(id: NodeId): RaftTransport {
     return {
       // Settles once delivered (or refused), like a stream write; the driver uses it for snapshots.
@@ -37,6 +39,7 @@ class MemoryHub {
               return;
             }
             if (msg.type === 'snapshot') this.snapshotsDelivered++;
+            if (msg.type === 'heartbeat') this.heartbeatsDelivered++;
             this.handlers.get(to)?.(id, msg);
             resolve();
           });
@@ -252,6 +255,137 @@ describe('RaftDriver (3 nodes, in-memory transport, level on disk)', () => {
       await learner.stop();
       await db1.close();
       await db2.close();
+    }
+  });
+});
+
+describe('coalesceAppends', () => {
+  const ent = (index: number, term = 2, bytes = 1) => ({
+    term,
+    index,
+    type: 'normal' as const,
+    data: new Uint8Array(bytes),
+  });
+  const app = (to: NodeId, index: number, logTerm: number, entries: Entry[], commit: number): Message => ({
+    type: 'app',
+    from: 'p1',
+    to,
+    term: 2,
+    index,
+    logTerm,
+    entries,
+    commit,
+  });
+  const hb = (to: NodeId): Message => ({
+    type: 'heartbeat',
+    from: 'p1',
+    to,
+    term: 2,
+    commit: 0,
+    ctx: new Uint8Array(0),
+  });
+
+  it('merges appends that continue each other, per peer, keeping the newest commit', () => {
+    const msgs = [
+      app('p2', 4, 2, [ent(5)], 4),
+      app('p3', 4, 2, [ent(5)], 4),
+      app('p2', 5, 2, [ent(6)], 5),
+      app('p3', 5, 2, [ent(6), ent(7)], 5),
+      app('p2', 6, 2, [ent(7)], 6),
+    ];
+    const out = coalesceAppends(msgs);
+    assert.equal(out.length, 2);
+    const [to2, to3] = out as Extract<Message, { type: 'app' }>[];
+    assert.deepEqual(
+      to2!.entries.map((e) => e.index),
+      [5, 6, 7],
+    );
+    assert.equal(to2!.index, 4);
+    assert.equal(to2!.commit, 6);
+    assert.deepEqual(
+      to3!.entries.map((e) => e.index),
+      [5, 6, 7],
+    );
+    // The core's messages are not modified.
+    assert.equal((msgs[0] as Extract<Message, { type: 'app' }>).entries.length, 1);
+  });
+
+  it('does not merge across another message to the same peer, a gap, a term change or the size limits', () => {
+    const acrossHeartbeat = coalesceAppends([
+      app('p2', 4, 2, [ent(5)], 4),
+      hb('p2'),
+      app('p2', 5, 2, [ent(6)], 4),
+    ]);
+    assert.equal(acrossHeartbeat.length, 3);
+    const gap = coalesceAppends([app('p2', 4, 2, [ent(5)], 4), app('p2', 6, 2, [ent(7)], 4)]);
+    assert.equal(gap.length, 2);
+    const otherTerm = coalesceAppends([app('p2', 4, 2, [ent(5, 2)], 4), app('p2', 5, 3, [ent(6, 3)], 4)]);
+    assert.equal(otherTerm.length, 2, 'prev entry term must match logTerm');
+    const big = coalesceAppends(
+      [app('p2', 4, 2, [ent(5, 2, 600)], 4), app('p2', 5, 2, [ent(6, 2, 600)], 4)],
+      {
+        maxEntries: 100,
+        maxBytes: 1000,
+      },
+    );
+    assert.equal(big.length, 2);
+    const many = coalesceAppends(
+      [app('p2', 4, 2, [ent(5)], 4), app('p2', 5, 2, [ent(6)], 4), app('p2', 6, 2, [ent(7)], 4)],
+      { maxEntries: 2, maxBytes: 1000 },
+    );
+    assert.deepEqual(
+      many.map((m) => (m as Extract<Message, { type: 'app' }>).entries.length),
+      [2, 1],
+    );
+  });
+});
+
+describe('RaftDriver commit notifications and lazy commit index', () => {
+  it('followers learn the commit index of the last proposal without any further traffic, and it survives a clean restart', async () => {
+    const hub = new MemoryHub();
+    const members: Member[] = [];
+    for (const id of ids) {
+      const dir = await mkdtemp(join(tmpdir(), `raft-notify-${id}-`));
+      dirs.push(dir);
+      // Long heartbeat interval: only the (held, then sent) commit notification can tell followers.
+      const db = new Level<string, Uint8Array>(dir, { keyEncoding: 'utf8', valueEncoding: 'view' });
+      const kv = new Kv();
+      const driver = await RaftDriver.open({
+        id,
+        db,
+        transport: hub.transport(id),
+        stateMachine: kv,
+        tickMs: 10,
+        electionTick: 100,
+        heartbeatTick: 50,
+        commitNotifyDelayMs: 5,
+      });
+      if (driver.isEmpty()) driver.bootstrap({ voters: ids, learners: [] });
+      members.push({ id, dir, db, kv, driver });
+    }
+    try {
+      await waitFor(() => members.some((m) => m.driver.status().state === 'leader'), 10_000, 'a leader');
+      const leader = members.find((m) => m.driver.status().state === 'leader')!;
+      await leader.driver.propose(enc('a=1'));
+      // Followers must apply a proposal with no heartbeat in between: the held commit notification told them.
+      let withoutHeartbeat = false;
+      for (let i = 0; i < 5 && !withoutHeartbeat; i++) {
+        const beats = hub.heartbeatsDelivered;
+        await leader.driver.propose(enc(`k=${i}`));
+        await waitFor(() => members.every((m) => m.kv.map.get('k') === `${i}`), 3000, 'followers to apply');
+        withoutHeartbeat = hub.heartbeatsDelivered === beats;
+      }
+      assert.ok(withoutHeartbeat, 'followers applied a proposal without a heartbeat carrying the commit');
+      const f = members.find((m) => m !== leader)!;
+      const commit = f.driver.status().commit;
+      await stopMember(f);
+      const reopened = new Level<string, Uint8Array>(f.dir, { keyEncoding: 'utf8', valueEncoding: 'view' });
+      const storage = await LevelRaftStorage.open(reopened);
+      assert.equal(storage.hardState().commit, commit, 'the commit index was written on stop');
+      await reopened.close();
+      members.splice(members.indexOf(f), 1);
+    } finally {
+      for (const m of members) await stopMember(m);
     }
   });
 });

@@ -19,7 +19,7 @@ import { randomUUID } from 'node:crypto';
 import type { LevelRaftStorage, RaftLevelDb } from './level-storage.ts';
 import { LevelRaftStorage as Storage } from './level-storage.ts';
 import { RawNode } from './rawnode.ts';
-import type { ConfChange, ConfState, Entry, Message, NodeId, Ready, Status } from './types.ts';
+import type { ConfChange, ConfState, Entry, HardState, Message, NodeId, Ready, Status } from './types.ts';
 import { decodeConfChange, RaftError } from './types.ts';
 
 export interface RaftTransport {
@@ -68,6 +68,11 @@ export interface RaftDriverOptions {
   maxPending?: number;
   /** Default timeout for propose/read/membership changes. */
   defaultTimeoutMs?: number;
+  /**
+   * How long an append that carries only a new commit index waits for a newer append to the same follower
+   * that would make it redundant (ms; 0 sends at once). See sendOne.
+   */
+  commitNotifyDelayMs?: number;
   /** Randomness for election timeouts (defaults to Math.random). */
   rand?: () => number;
   /** Called once if the driver stops because of an unrecoverable error (e.g. the disk failed). */
@@ -130,6 +135,10 @@ export class RaftDriver {
   private lastSnapshotIndex: number;
   private loop: Promise<void> | undefined;
   private rerun = false;
+  /** Commit-only appends waiting to be sent, per follower (see sendOne). */
+  private readonly held = new Map<NodeId, { msg: Message; timer: NodeJS.Timeout }>();
+  /** Latest hard state whose only change is the commit index, not yet written (see handleReady). */
+  private lazyHardState: HardState | undefined;
   private readonly proposals = new Map<string, Waiter<{ index: number; result: unknown }>>();
   private readonly reads = new Map<string, Waiter<void>>();
   /** Reads whose index is known, waiting for applied >= index. */
@@ -154,6 +163,7 @@ export class RaftDriver {
       snapshotTimeoutTicks: o.snapshotTimeoutTicks ?? (o.electionTick ?? 10) * 5,
       maxPending: o.maxPending ?? 10_000,
       defaultTimeoutMs: o.defaultTimeoutMs ?? 5000,
+      commitNotifyDelayMs: o.commitNotifyDelayMs ?? 2,
     };
     const snap = storage.snapshot();
     if (snap.index > 0) this.sm.restore(snap.data);
@@ -214,6 +224,15 @@ export class RaftDriver {
     if (this.stopped) return;
     this.node.tick();
     this.kick();
+    this.flushLazyHardState();
+  }
+
+  /** Writes a commit-index-only hard state that no log write carried since (no fsync; see handleReady). */
+  private flushLazyHardState(): void {
+    const hs = this.lazyHardState;
+    if (!hs || this.loop) return;
+    this.lazyHardState = undefined;
+    this.storage.save(hs, []).catch((err: Error) => this.die(err));
   }
 
   /** Runs the Ready loop (one at a time; a request during a run makes it go around again). */
@@ -243,13 +262,28 @@ export class RaftDriver {
   }
 
   private async handleReady(rd: Ready): Promise<void> {
-    // 1. Durable first: nothing below may be observed by anyone before this resolves.
-    if (rd.hardState || rd.entries.length > 0 || rd.snapshot) {
-      await this.storage.save(rd.hardState, rd.entries, rd.snapshot);
+    const messages = coalesceAppends(rd.messages);
+    // A leader whose term and vote are already durable sends before its own fsync, so its disk write
+    // overlaps the followers' (Raft thesis §10.2.1; etcd does the same). Safe because nothing that depends on
+    // these entries being on the leader's disk is observed before the save below completes: commits that
+    // count the leader's own copy are applied, answered and announced only in a later Ready, which this
+    // loop hands out after this save. Everyone else persists first (votes and acks must be durable).
+    const early = this.leaderMaySendFirst(rd);
+    if (early) for (const m of messages) this.sendOne(m);
+    // 1. Durable first: nothing below may be observed by anyone before this resolves. A hard state that only
+    // moves the commit index is not: that write is for a faster restart, not for safety (a lost commit index
+    // is learnt again from the leader), so it rides along with the next write or the next tick's flush and
+    // never delays the log writes behind it.
+    if (rd.entries.length > 0 || rd.snapshot || (rd.hardState && !this.onlyCommitMoved(rd.hardState))) {
+      const hs = rd.hardState ?? this.lazyHardState;
+      this.lazyHardState = undefined;
+      await this.storage.save(hs, rd.entries, rd.snapshot);
+    } else if (rd.hardState) {
+      this.lazyHardState = rd.hardState;
     }
     if (this.stopped) return;
     // 2. Send.
-    for (const m of rd.messages) this.sendOne(m);
+    if (!early) for (const m of messages) this.sendOne(m);
     // 3. Apply.
     if (rd.snapshot) {
       this.sm.restore(rd.snapshot.data);
@@ -268,7 +302,53 @@ export class RaftDriver {
     await this.maybeSnapshot();
   }
 
+  private onlyCommitMoved(hs: HardState): boolean {
+    const stored = this.storage.hardState();
+    return hs.term === stored.term && hs.vote === stored.vote;
+  }
+
+  private leaderMaySendFirst(rd: Ready): boolean {
+    if (rd.snapshot || this.node.status().state !== 'leader') return false;
+    if (!rd.hardState) return true;
+    const stored = this.storage.hardState();
+    return rd.hardState.term === stored.term && rd.hardState.vote === stored.vote;
+  }
+
+  /**
+   * Sends a message, except that an append without entries (it only tells a follower the new commit index)
+   * waits `commitNotifyDelayMs`: if another append to that follower goes out meanwhile it carries the same
+   * commit index and the held one is dropped. At one commit at a time this takes two messages per follower
+   * and commit off the path of the client's answer; under load most of them are never sent. Dropping or
+   * delaying a message is within Raft's fault model (the next append or heartbeat carries the commit).
+   */
   private sendOne(m: Message): void {
+    const held = this.held.get(m.to);
+    if (m.type === 'app' && m.entries.length === 0 && this.opts.commitNotifyDelayMs > 0) {
+      if (held) {
+        held.msg = m;
+        return;
+      }
+      const entry = {
+        msg: m as Message,
+        timer: setTimeout(() => {
+          if (this.held.get(m.to) !== entry) return;
+          this.held.delete(m.to);
+          if (!this.stopped) this.transmit(entry.msg);
+        }, this.opts.commitNotifyDelayMs),
+      };
+      this.held.set(m.to, entry);
+      return;
+    }
+    if (held) {
+      clearTimeout(held.timer);
+      this.held.delete(m.to);
+      // A newer append to this peer supersedes the held one; anything else goes after it, in order.
+      if (m.type !== 'app') this.transmit(held.msg);
+    }
+    this.transmit(m);
+  }
+
+  private transmit(m: Message): void {
     let sent: void | Promise<void>;
     try {
       sent = this.transport.send(m.to, m);
@@ -353,6 +433,8 @@ export class RaftDriver {
   private shutdown(reason: Error): void {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    for (const h of this.held.values()) clearTimeout(h.timer);
+    this.held.clear();
     for (const w of this.proposals.values()) {
       clearTimeout(w.timer);
       w.reject(reason);
@@ -533,5 +615,59 @@ export class RaftDriver {
   async stop(): Promise<void> {
     if (!this.stopped) this.shutdown(new RaftDriverError('STOPPED', 'raft driver stopped'));
     await this.loop;
+    const hs = this.lazyHardState;
+    this.lazyHardState = undefined;
+    if (hs) await this.storage.save(hs, []).catch(() => {});
   }
+}
+
+/** A merged append stays as small as one the core would build itself (raft.ts maxSizePerMsg/maxEntriesPerMsg). */
+const COALESCE_LIMITS = { maxEntries: 4096, maxBytes: 1024 * 1024 };
+
+function entryBytes(entries: Entry[]): number {
+  let n = 0;
+  for (const e of entries) n += e.data.byteLength;
+  return n;
+}
+
+/**
+ * Merges back-to-back appends to the same follower into one message: the core emits one per proposal, so
+ * under load a Ready would otherwise carry hundreds of small appends per follower, each acknowledged on its
+ * own. Only an append that continues exactly where the previous one to that peer ended (same term) is
+ * merged, and only when no other message to that peer lies between them, so per-peer order is unchanged.
+ * The follower's single acknowledgement of the last index frees every merged in-flight slot at the leader.
+ */
+export function coalesceAppends(
+  messages: Message[],
+  limits: { maxEntries: number; maxBytes: number } = COALESCE_LIMITS,
+): Message[] {
+  if (messages.length < 2) return messages;
+  const out: Message[] = [];
+  /** Per peer: where its latest message sits in `out`, and the entry bytes of that message if it is an append. */
+  const last = new Map<NodeId, { at: number; bytes: number; owned: boolean }>();
+  for (const m of messages) {
+    const l = last.get(m.to);
+    const prev = l === undefined ? undefined : out[l.at];
+    if (l && m.type === 'app' && prev?.type === 'app' && prev.term === m.term && m.entries.length > 0) {
+      const end = prev.entries.length > 0 ? prev.entries[prev.entries.length - 1]! : null;
+      const prevLast = end ? end.index : prev.index;
+      const prevLastTerm = end ? end.term : prev.logTerm;
+      const bytes = entryBytes(m.entries);
+      const fits =
+        prev.entries.length + m.entries.length <= limits.maxEntries && l.bytes + bytes <= limits.maxBytes;
+      if (fits && m.index === prevLast && m.logTerm === prevLastTerm) {
+        // The first merge copies (the core's message is not ours to change); later ones append in place.
+        const merged = l.owned ? prev : { ...prev, entries: [...prev.entries] };
+        merged.entries.push(...m.entries);
+        merged.commit = Math.max(prev.commit, m.commit);
+        out[l.at] = merged;
+        l.bytes += bytes;
+        l.owned = true;
+        continue;
+      }
+    }
+    last.set(m.to, { at: out.length, bytes: m.type === 'app' ? entryBytes(m.entries) : 0, owned: false });
+    out.push(m);
+  }
+  return out;
 }

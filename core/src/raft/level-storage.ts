@@ -283,6 +283,13 @@ export class LevelRaftStorage implements RaftStorage {
    */
   save(hardState: HardState | undefined, entries: Entry[], snapshot?: Snapshot): Promise<void> {
     return this.serialize(async () => {
+      // Only the commit index moved: no fsync (etcd's mustSync). A commit index lost in a crash is learnt
+      // again from the leader; term, vote, entries and snapshots are always synced.
+      const prev = this.mem.hardStateNow();
+      const mustSync =
+        entries.length > 0 ||
+        snapshot !== undefined ||
+        (hardState !== undefined && (hardState.term !== prev.term || hardState.vote !== prev.vote));
       const ops: BatchOp[] = [];
       // Plan on a scratch copy of the bounds.
       let first = this.mem.firstIndex();
@@ -315,7 +322,7 @@ export class LevelRaftStorage implements RaftStorage {
       }
       if (hardState) ops.push({ type: 'put', key: KEY_HS, value: jsonRecord(hardState) });
       if (ops.length === 0) return;
-      await this.db.batch(ops, SYNC_WRITE);
+      await this.db.batch(ops, mustSync ? SYNC_WRITE : ENC);
       if (applySnap && snapshot) this.mem.applySnapshot(snapshot);
       if (toAppend.length > 0) this.mem.append(toAppend);
       if (hardState) this.mem.setHardState(hardState);
