@@ -8,6 +8,12 @@ export const PROTOCOLS = {
    * heartbeat to the leader here (`work.heartbeat`, on a stream the worker dials, so NAT'd workers work).
    */
   control: '/meshrun/control/1.0.0',
+  /**
+   * CLI or peer → node: many unary calls on one long-lived stream, each request tagged with an id that its
+   * response carries back (answers come in completion order). Saves opening a stream per call; streaming
+   * methods (log follow) stay on `control`.
+   */
+  controlSession: '/meshrun/control-session/1.0.0',
   /** Node → node: pushes the sender's hardware advertisement; the receiver stores it in its table. */
   advert: '/meshrun/advert/1.0.0',
   /** Node → node: Raft consensus messages, one long-lived outbound stream per peer. */

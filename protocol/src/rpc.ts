@@ -44,3 +44,17 @@ export const RPC_ERRORS = {
   internal: 'INTERNAL',
   refused: 'REFUSED',
 } as const;
+
+/** Request ids on a control session: the client's counter, echoed in the response. */
+const sessionId = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+
+/** A request on a control session (`PROTOCOLS.controlSession`): a control request plus its id. */
+export const SessionRequestSchema = RpcRequestSchema.extend({ id: sessionId });
+export type SessionRequest = z.infer<typeof SessionRequestSchema>;
+
+/** A response on a control session; unary only, so no `item`/`end` frames. */
+export const SessionResponseSchema = z.union([
+  z.object({ id: sessionId, ok: z.literal(true), result: z.unknown() }),
+  z.object({ id: sessionId, ok: z.literal(false), error: RpcErrorSchema }),
+]);
+export type SessionResponse = z.infer<typeof SessionResponseSchema>;

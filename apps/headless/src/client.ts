@@ -6,6 +6,7 @@ import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@chainsafe/libp2p-yamux';
 import { identify } from '@libp2p/identify';
 import type { Libp2p } from '@libp2p/interface';
+import { peerIdFromString } from '@libp2p/peer-id';
 import { tcp } from '@libp2p/tcp';
 import {
   canonicalParams,
@@ -14,6 +15,7 @@ import {
   signRequest,
 } from '@meshrun/core/cluster/submitter-keys.ts';
 import { ClusterKeyError, readClusterKey } from '@meshrun/core/node/cluster-key.ts';
+import { ControlSessionClient } from '@meshrun/core/node/control-session.ts';
 import { callControl, RemoteRpcError } from '@meshrun/core/node/mesh-node.ts';
 import { clusterKeyProtector } from '@meshrun/core/node/private-network.ts';
 import { fromJsonText, toJsonText } from '@meshrun/protocol';
@@ -108,6 +110,7 @@ export class P2pClient implements NodeClient {
   readonly #target: ReturnType<typeof multiaddr>;
   readonly #peerLabel: string;
   #connected: Promise<string> | null = null;
+  #session: ControlSessionClient | null = null;
 
   private constructor(libp2p: Libp2p, target: ReturnType<typeof multiaddr>) {
     this.#libp2p = libp2p;
@@ -162,12 +165,20 @@ export class P2pClient implements NodeClient {
     return this.#connected;
   }
 
+  /** Unary calls share one control session (one stream for all of them); streaming calls get their own. */
   async call(method: string, params: unknown = {}, opts: CallOptions = {}): Promise<unknown> {
     const peerId = await this.#connect();
-    return callControl(this.#libp2p, peerId, method, params, opts);
+    if (opts.onItem) return callControl(this.#libp2p, peerId, method, params, opts);
+    this.#session ??= new ControlSessionClient(
+      this.#libp2p,
+      peerIdFromString(peerId),
+      (code, message) => new RemoteRpcError(code, message),
+    );
+    return this.#session.call(method, params, opts);
   }
 
   async close(): Promise<void> {
+    await this.#session?.close();
     await this.#libp2p.stop();
   }
 }

@@ -39,6 +39,7 @@ import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p } from 'libp2p';
 import type { Logger } from 'pino';
 import { clusterFingerprint } from './cluster-key.ts';
+import { ControlSessionClient, serveControlSession } from './control-session.ts';
 import { clusterKeyProtector } from './private-network.ts';
 import { type RpcContext, RpcRegistry, toErrorOutcome } from './rpc-registry.ts';
 
@@ -62,6 +63,8 @@ export const REDIAL = { initialMs: 250, maxMs: 15_000, maxAttempts: 40 } as cons
 export const MAX_INBOUND_CONTROL_STREAMS = 1024;
 /** A client may keep this many control calls in flight on one connection (benchmarks use 500). */
 export const MAX_OUTBOUND_CONTROL_STREAMS = 1024;
+/** Control sessions one connection may hold open (a client needs one; nodes one per peer). */
+export const MAX_INBOUND_CONTROL_SESSIONS = 16;
 /** A control request must arrive within this time after the stream opens. */
 export const CONTROL_READ_TIMEOUT_MS = 10_000;
 
@@ -82,6 +85,8 @@ export class MeshNode extends EventEmitter {
   #own: Advertisement | null = null;
   #stopping = false;
   #inboundControl = 0;
+  /** Outbound control sessions to other nodes, by peer ID (dropped when the peer disconnects). */
+  readonly #sessions = new Map<string, ControlSessionClient>();
   readonly #bootstrapAddrs: Multiaddr[] = [];
   #bootstrapTimer: NodeJS.Timeout | null = null;
   #ownReady: Promise<void> = Promise.resolve();
@@ -145,6 +150,11 @@ export class MeshNode extends EventEmitter {
     this.#libp2p.addEventListener('peer:disconnect', (evt) => {
       const id = evt.detail.toString();
       this.emit('peer:disconnect', id);
+      const session = this.#sessions.get(id);
+      if (session && session.pending === 0) {
+        this.#sessions.delete(id);
+        void session.close();
+      }
       if (!this.#stopping && this.#known.has(id)) this.#scheduleRedial(id);
     });
 
@@ -157,6 +167,12 @@ export class MeshNode extends EventEmitter {
       {
         maxInboundStreams: MAX_INBOUND_CONTROL_STREAMS,
       },
+    );
+
+    await this.#libp2p.handle(
+      PROTOCOLS.controlSession,
+      (stream, connection) => serveControlSession(stream, connection, this.rpc, this.log),
+      { maxInboundStreams: MAX_INBOUND_CONTROL_SESSIONS },
     );
 
     for (const raw of this.#opts.bootstrap ?? []) {
@@ -435,19 +451,34 @@ export class MeshNode extends EventEmitter {
     }
   }
 
-  /** Calls a control method on another node (used e.g. to fetch logs from the node that ran a task). */
+  /**
+   * Calls a control method on another node (heartbeats, fetching logs from the node that ran a task).
+   * Unary calls share one control session per peer; streaming ones get their own stream.
+   */
   async call(
     peer: string,
     method: string,
     params: unknown,
     opts: { timeoutMs?: number; onItem?: (item: unknown) => void } = {},
   ): Promise<unknown> {
-    return callControl(this.#libp2p, peer, method, params, opts);
+    if (opts.onItem) return callControl(this.#libp2p, peer, method, params, opts);
+    let session = this.#sessions.get(peer);
+    if (!session) {
+      session = new ControlSessionClient(
+        this.#libp2p,
+        peerIdFromString(peer),
+        (code, message) => new RemoteRpcError(code, message),
+      );
+      this.#sessions.set(peer, session);
+    }
+    return session.call(method, params, opts);
   }
 
   async stop(): Promise<void> {
     this.#stopping = true;
     if (this.#bootstrapTimer) clearTimeout(this.#bootstrapTimer);
+    for (const s of this.#sessions.values()) void s.close();
+    this.#sessions.clear();
     for (const k of this.#known.values()) if (k.timer) clearTimeout(k.timer);
     await this.#libp2p?.stop();
   }

@@ -1,0 +1,267 @@
+/**
+ * Control sessions: many unary control calls multiplexed on one long-lived libp2p stream
+ * (`PROTOCOLS.controlSession`). Opening a stream per call (the `control` protocol) costs a round of stream
+ * set-up and tear-down each time, which dominated the latency of small calls; a session pays it once.
+ *
+ * Wire: length-prefixed frames. The client sends `{ id, method, params, auth }`; the server answers
+ * `{ id, ok, result | error }` in completion order. Every frame is validated by protocol/'s schemas and
+ * bounded by the frame limit. Streaming methods (log follow) are refused here: they keep their own stream.
+ * The server runs at most `SESSION_LIMITS.maxInFlight` calls of one session at once and stops reading the
+ * stream while that many are running, so a client cannot queue unbounded work (backpressure, not errors).
+ */
+import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface';
+import { lpStream } from '@libp2p/utils';
+import {
+  encode,
+  LP_OPTIONS,
+  MAX_MESSAGE_BYTES,
+  PROTOCOLS,
+  ProtocolError,
+  RPC_ERRORS,
+  readFrame,
+  SessionRequestSchema,
+  SessionResponseSchema,
+} from '@meshrun/protocol';
+import type { Multiaddr } from '@multiformats/multiaddr';
+import type { Logger } from 'pino';
+import type { RpcContext, RpcRegistry } from './rpc-registry.ts';
+
+export const SESSION_LIMITS = {
+  /** Calls of one session running at once on the server; more wait unread in the stream. */
+  maxInFlight: 1024,
+  /** Calls a client keeps waiting on one session; more are refused at once. */
+  maxPending: 10_000,
+  /** Frames written in one batch. */
+  writeBatch: 256,
+} as const;
+
+/** Thrown by a session call whose answer did not come in time (the call may still run on the server). */
+export class SessionTimeoutError extends Error {
+  constructor(method: string, ms: number) {
+    super(`control call ${method} timed out after ${ms} ms`);
+    this.name = 'TimeoutError';
+  }
+}
+
+/** Writes frames in order, batching those queued while a write is in progress. */
+class FrameWriter {
+  readonly #lp: ReturnType<typeof lpStream>;
+  readonly #queue: Uint8Array[] = [];
+  #writing = false;
+  #failed: Error | null = null;
+  readonly #onError: (err: Error) => void;
+
+  constructor(lp: ReturnType<typeof lpStream>, onError: (err: Error) => void) {
+    this.#lp = lp;
+    this.#onError = onError;
+  }
+
+  /** Queues one frame; throws if the value encodes larger than a frame may be. */
+  push(value: unknown): void {
+    if (this.#failed) throw this.#failed;
+    const bytes = encode(value);
+    if (bytes.byteLength > MAX_MESSAGE_BYTES)
+      throw new ProtocolError('TOO_LARGE', `refusing to send a ${bytes.byteLength}-byte message`);
+    this.#queue.push(bytes);
+    if (!this.#writing) void this.#flush();
+  }
+
+  async #flush(): Promise<void> {
+    this.#writing = true;
+    try {
+      while (this.#queue.length > 0) await this.#lp.writeV(this.#queue.splice(0, SESSION_LIMITS.writeBatch));
+    } catch (err) {
+      this.#failed = err as Error;
+      this.#queue.length = 0;
+      this.#onError(err as Error);
+    } finally {
+      this.#writing = false;
+    }
+  }
+}
+
+/** Server side: serves one inbound session stream until it closes. */
+export async function serveControlSession(
+  stream: Stream,
+  connection: Connection,
+  rpc: RpcRegistry,
+  log: Logger,
+): Promise<void> {
+  const remotePeer = connection.remotePeer.toString();
+  const lp = lpStream(stream, LP_OPTIONS);
+  const closed = new AbortController();
+  const writer = new FrameWriter(lp, (err) => {
+    closed.abort(err);
+    stream.abort(err);
+  });
+  let inFlight = 0;
+  let slotFreed: (() => void) | null = null;
+  const answer = (id: number, outcome: Awaited<ReturnType<RpcRegistry['dispatch']>>) => {
+    if (closed.signal.aborted) return;
+    const frame =
+      outcome.kind === 'value'
+        ? { id, ok: true, result: outcome.value }
+        : outcome.kind === 'error'
+          ? { id, ok: false, error: { code: outcome.code, message: outcome.message } }
+          : { id, ok: false, error: { code: RPC_ERRORS.internal, message: 'streaming answer on a session' } };
+    try {
+      writer.push(frame);
+    } catch (err) {
+      // An answer too large for a frame: say so instead of leaving the caller waiting.
+      writer.push({ id, ok: false, error: { code: RPC_ERRORS.internal, message: (err as Error).message } });
+    }
+  };
+  try {
+    for (;;) {
+      while (inFlight >= SESSION_LIMITS.maxInFlight)
+        await new Promise<void>((r) => {
+          slotFreed = r;
+        });
+      const req = await readFrame(lp, SessionRequestSchema, { signal: closed.signal });
+      if (rpc.isStream(req.method)) {
+        answer(req.id, {
+          kind: 'error',
+          code: RPC_ERRORS.badRequest,
+          message: `${req.method} streams its answer: call it on ${PROTOCOLS.control}`,
+        });
+        continue;
+      }
+      const ctx: RpcContext = { via: 'p2p', remotePeer, auth: req.auth, signal: closed.signal };
+      inFlight += 1;
+      void rpc.dispatch(req.method, req.params, ctx).then((outcome) => {
+        inFlight -= 1;
+        const wake = slotFreed;
+        slotFreed = null;
+        wake?.();
+        answer(req.id, outcome);
+      });
+    }
+  } catch (err) {
+    const e = err as Error;
+    // The client closing its side ends the read loop: that is the normal end of a session.
+    if (e instanceof ProtocolError)
+      log.warn({ peer: remotePeer, err: e.message }, 'rejected control session');
+    closed.abort(e);
+    if (e instanceof ProtocolError) stream.abort(e);
+    else await stream.close().catch(() => stream.abort(e));
+  }
+}
+
+interface Pending {
+  resolve: (v: unknown) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+/** Raised for an error answer from the remote method (same shape as the per-stream client's error). */
+export type RemoteErrorFactory = (code: string, message: string) => Error;
+
+/** Client side: one session to one peer, opened on first use and re-opened after it breaks. */
+export class ControlSessionClient {
+  readonly #libp2p: Libp2p;
+  readonly #target: Multiaddr | PeerId;
+  readonly #remoteError: RemoteErrorFactory;
+  readonly #pending = new Map<number, Pending>();
+  #nextId = 1;
+  #open: Promise<{ stream: Stream; writer: FrameWriter }> | null = null;
+  /** The stream the current session runs on, once open. */
+  #stream: Stream | null = null;
+  #closed = false;
+
+  constructor(libp2p: Libp2p, target: Multiaddr | PeerId, remoteError: RemoteErrorFactory) {
+    this.#libp2p = libp2p;
+    this.#target = target;
+    this.#remoteError = remoteError;
+  }
+
+  get pending(): number {
+    return this.#pending.size;
+  }
+
+  async call(
+    method: string,
+    params: unknown,
+    opts: { timeoutMs?: number; auth?: unknown } = {},
+  ): Promise<unknown> {
+    if (this.#closed) throw new Error('control session closed');
+    if (this.#pending.size >= SESSION_LIMITS.maxPending)
+      throw new Error(`more than ${SESSION_LIMITS.maxPending} calls waiting on one control session`);
+    const timeoutMs = opts.timeoutMs ?? 30_000;
+    let { stream, writer } = await this.#ensureOpen(timeoutMs);
+    // The session broke while we waited for it: take the new one.
+    if (stream !== this.#stream) ({ stream, writer } = await this.#ensureOpen(timeoutMs));
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(id);
+        reject(new SessionTimeoutError(method, timeoutMs));
+      }, timeoutMs);
+      this.#pending.set(id, { resolve, reject, timer });
+      try {
+        writer.push({ id, method, params, auth: opts.auth });
+      } catch (err) {
+        clearTimeout(timer);
+        this.#pending.delete(id);
+        reject(err as Error);
+      }
+    });
+  }
+
+  #ensureOpen(timeoutMs: number): Promise<{ stream: Stream; writer: FrameWriter }> {
+    this.#open ??= (async () => {
+      const stream = await this.#libp2p.dialProtocol(this.#target, PROTOCOLS.controlSession, {
+        signal: AbortSignal.timeout(Math.min(timeoutMs, 10_000)),
+      });
+      const lp = lpStream(stream, LP_OPTIONS);
+      const writer = new FrameWriter(lp, (err) => this.#broken(stream, err));
+      this.#stream = stream;
+      void this.#readLoop(stream, lp);
+      return { stream, writer };
+    })().catch((err) => {
+      this.#open = null;
+      throw err;
+    });
+    return this.#open;
+  }
+
+  async #readLoop(stream: Stream, lp: ReturnType<typeof lpStream>): Promise<void> {
+    try {
+      for (;;) {
+        const res = await readFrame(lp, SessionResponseSchema);
+        const p = this.#pending.get(res.id);
+        if (!p) continue; // timed out meanwhile
+        this.#pending.delete(res.id);
+        clearTimeout(p.timer);
+        if (res.ok) p.resolve(res.result);
+        else p.reject(this.#remoteError(res.error.code, res.error.message));
+      }
+    } catch (err) {
+      this.#broken(stream, err as Error);
+    }
+  }
+
+  /** The stream failed or closed: every call waiting on it fails; the next call opens a new stream. */
+  #broken(stream: Stream, err: Error): void {
+    stream.abort(err);
+    if (this.#stream !== stream) return; // an older session, already handled
+    this.#stream = null;
+    this.#open = null;
+    const reason = new Error(`control session to the peer ended: ${err.message}`);
+    for (const p of this.#pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(reason);
+    }
+    this.#pending.clear();
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    const open = await this.#open?.catch(() => null);
+    if (open) await open.stream.close().catch(() => open.stream.abort(new Error('closed')));
+    for (const p of this.#pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(new Error('control session closed'));
+    }
+    this.#pending.clear();
+  }
+}
