@@ -24,6 +24,7 @@ import type { MeshNode } from '../node/mesh-node.ts';
 import { type RpcContext, RpcFailure } from '../node/rpc-registry.ts';
 import { autopilot, decideFormation } from '../raft/formation.ts';
 import type { ConfChange, ConfState, Entry, Status } from '../raft/types.ts';
+import { BATCH_LIMITS, BATCHABLE_COMMANDS, CommandBatcher } from './command-batcher.ts';
 import type { CommandLog, ProposeOptions } from './command-log.ts';
 import { canonicalParams, RequestAuthSchema, verifyRequest } from './submitter-keys.ts';
 
@@ -110,6 +111,10 @@ const TrustEntrySchema = z
   .refine((e) => (e.signed === undefined) !== (e.local === undefined), 'exactly one of signed or local');
 type Origin = { kind: 'plain' } | { kind: 'local'; node: string } | { kind: 'signed'; signed: SignedRequest };
 
+const BatchEntrySchema = z
+  .object({ batch: z.array(z.instanceof(Uint8Array)).min(1).max(BATCH_LIMITS.maxCommands) })
+  .strict();
+
 function refuse(code: ApplyErrorCode, error: string): ApplyResult {
   return { ok: false, code, error, stale: false };
 }
@@ -143,7 +148,9 @@ export class JobLogStateMachine {
     this.machine = machine;
     this.applied.setMaxListeners(100);
   }
-  apply(entry: Entry | Uint8Array): ApplyResult | { ok: true; kv: true } {
+  apply(
+    entry: Entry | Uint8Array,
+  ): ApplyResult | { ok: true; kv: true } | { ok: true; batch: ApplyResult[] } {
     const data = entry instanceof Uint8Array ? entry : entry.data;
     let raw: unknown;
     try {
@@ -161,6 +168,7 @@ export class JobLogStateMachine {
       return { ok: true, kv: true };
     }
     if (raw && typeof raw === 'object' && 'trust' in raw) return this.#applyTrust(raw);
+    if (raw && typeof raw === 'object' && 'batch' in raw) return this.#applyBatch(raw);
     let cmdRaw: unknown = raw;
     let origin: Origin = { kind: 'plain' };
     if (raw && typeof raw === 'object' && 'cmd' in raw) {
@@ -180,6 +188,39 @@ export class JobLogStateMachine {
     const result = this.machine.apply(cmd);
     this.applied.emit('applied', cmd, result);
     return result;
+  }
+
+  /**
+   * A group of node-generated commands (see command-batcher.ts), applied in order as if each were its own
+   * entry; the result has one answer per command. Commands that need an origin are refused inside a batch.
+   */
+  #applyBatch(raw: object): ApplyResult | { ok: true; batch: ApplyResult[] } {
+    const b = BatchEntrySchema.safeParse(raw);
+    if (!b.success) return refuse('INVALID', 'malformed batch entry');
+    const results: ApplyResult[] = [];
+    for (const bytes of b.data.batch) {
+      let cmdRaw: unknown;
+      try {
+        cmdRaw = decodeUnchecked(bytes);
+      } catch (err) {
+        results.push(refuse('INVALID', (err as Error).message));
+        continue;
+      }
+      const parsed = JobCommandSchema.safeParse(cmdRaw);
+      if (!parsed.success) {
+        results.push(refuse('INVALID', parsed.error.issues[0]?.message ?? 'invalid command'));
+        continue;
+      }
+      const cmd = parsed.data as JobCommandInput;
+      if (!BATCHABLE_COMMANDS.has(cmd.type)) {
+        results.push(refuse('INVALID', `${cmd.type} cannot be batched`));
+        continue;
+      }
+      const result = this.machine.apply(cmd);
+      this.applied.emit('applied', cmd, result);
+      results.push(result);
+    }
+    return { ok: true, batch: results };
   }
 
   /** The trusted submitter keys (replicated). */
@@ -307,6 +348,14 @@ export class ClusterService implements CommandLog {
   #bootstrapped = false;
   readonly #unreachableSince = new Map<string, number>();
   #bootstrapVotes = 0;
+  /** Node-generated job commands go into the log in groups (see command-batcher.ts). */
+  readonly #batcher = new CommandBatcher<ApplyResult>(async (encoded, timeoutMs) => {
+    const { result } = await this.#o.driver.propose(encode({ batch: encoded }), { timeoutMs });
+    const r = result as ApplyResult | { ok: true; batch: ApplyResult[] };
+    if ('batch' in r) return r.batch;
+    // The entry as a whole was refused (cannot happen with a well-formed batch): every command gets that answer.
+    return encoded.map(() => r as ApplyResult);
+  });
 
   constructor(o: ClusterServiceOptions) {
     this.#o = o;
@@ -478,6 +527,7 @@ export class ClusterService implements CommandLog {
   async propose(cmd: JobCommandInput, opts: ProposeOptions = {}): Promise<ApplyResult> {
     if (!this.#o.driver.hasState())
       throw new RpcFailure(RPC_ERRORS.unavailable, 'this node has not joined a cluster yet');
+    if (!opts.signed && !opts.local && BATCHABLE_COMMANDS.has(cmd.type)) return this.#batcher.submit(cmd);
     const entry = opts.signed
       ? { cmd, signed: opts.signed }
       : opts.local
