@@ -55,6 +55,14 @@ export const DEFAULTS = {
   nodeGraceMs: 5_000,
   scheduleMs: 250,
 } as const;
+/** Applied commands after which the leader runs a scheduling pass right away. */
+const FREES_OR_ADDS_WORK: ReadonlySet<string> = new Set([
+  'submitJob',
+  'taskFinished',
+  'requeue',
+  'cancelJob',
+  'setNodeMode',
+]);
 /** Assign commands proposed per scheduling pass (the rest waits for the next pass). */
 export const MAX_ASSIGNMENTS_PER_PASS = 512;
 /** Bytes of each output stream kept in the log when a task ends (the rest stays on the node). */
@@ -119,6 +127,8 @@ export class JobsService {
   #wasLeader = false;
   #scheduling = false;
   #scheduleAgain = false;
+  /** A pass is already queued by #scheduleSoon (many applied commands in one batch ask for one pass). */
+  #passQueued = false;
   #timers: NodeJS.Timeout[] = [];
   #stopped = false;
   readonly events = new EventEmitter();
@@ -180,7 +190,9 @@ export class JobsService {
     if (result.ok) for (const e of result.effects) this.#onEffect(e);
     if (cmd.type === 'assign' && result.ok && cmd.nodeId === this.#self)
       this.#startRun(cmd.taskId, cmd.attempt);
-    if (cmd.type === 'submitJob' && this.#o.commands.isLeader()) this.#scheduleSoon();
+    // New work or a freed slot: the leader places at once rather than at the next periodic pass (a slot
+    // refilled only every scheduleMs capped throughput at slots / scheduleMs).
+    if (FREES_OR_ADDS_WORK.has(cmd.type) && result.ok && this.#o.commands.isLeader()) this.#scheduleSoon();
     this.events.emit('change');
   }
 
@@ -429,7 +441,12 @@ export class JobsService {
   // ---- the leader --------------------------------------------------------------------------------------
 
   #scheduleSoon(): void {
-    setImmediate(() => void this.#leaderPass().catch(() => {}));
+    if (this.#passQueued) return;
+    this.#passQueued = true;
+    setImmediate(() => {
+      this.#passQueued = false;
+      void this.#leaderPass().catch(() => {});
+    });
   }
 
   async #leaderPass(): Promise<void> {
