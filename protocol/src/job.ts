@@ -515,6 +515,8 @@ export const TaskFinishedCommandSchema = z.strictObject({
   stdoutTail: TailSchema.default(''),
   stderrTail: TailSchema.default(''),
   usage: TaskUsageSchema.default({}),
+  /** When the run started, if its taskStarted report was folded into this one (a task that ended at once). */
+  startedAt: TimestampSchema.optional(),
   at: TimestampSchema,
 });
 

@@ -185,7 +185,7 @@ export class JobLogStateMachine {
     // Every node re-checks who may do this, from the log alone: a peer cannot submit in someone's name.
     const denied = this.#authorize(cmd, origin);
     if (denied) return refuse('INVALID', denied);
-    const result = this.machine.apply(cmd);
+    const result = this.machine.applyValid(parsed.data);
     this.applied.emit('applied', cmd, result);
     return result;
   }
@@ -216,7 +216,7 @@ export class JobLogStateMachine {
         results.push(refuse('INVALID', `${cmd.type} cannot be batched`));
         continue;
       }
-      const result = this.machine.apply(cmd);
+      const result = this.machine.applyValid(parsed.data);
       this.applied.emit('applied', cmd, result);
       results.push(result);
     }

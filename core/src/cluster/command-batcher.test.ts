@@ -120,5 +120,51 @@ describe('batch entries in the replicated job log', () => {
       false,
     );
     assert.notEqual(sm.machine.tasksOnNode('node-a').length, 3, 'the oversized batch applied nothing');
+    // A finished report that absorbed its start: the attempt gets both times, from 'assigned' directly.
+    assert.equal(sm.apply(encode({ batch: [encode(assign(2))] })).ok, true);
+    const fin = {
+      type: 'taskFinished',
+      taskId: taskIdOf(jobId, 2),
+      attempt: 1,
+      outcome: 'succeeded',
+      exitCode: 0,
+      startedAt: at + 1,
+      at: at + 2,
+    };
+    const r = sm.apply(encode({ batch: [encode(fin)] })) as { ok: true; batch: { ok: boolean }[] };
+    assert.equal(r.batch[0]!.ok, true);
+    const attempt = sm.machine.task(taskIdOf(jobId, 2))!.attempts[0]!;
+    assert.equal(attempt.startedAt, at + 1);
+    assert.equal(attempt.endedAt, at + 2);
+  });
+});
+
+describe('CommandBatcher folding a start into its end', () => {
+  it('a taskFinished absorbs the queued taskStarted of the same attempt (not another attempt, not one in flight)', async () => {
+    const proposed: { type: string; taskId: string; attempt: number; startedAt?: number }[][] = [];
+    let release: (() => void) | null = null;
+    const batcher = new CommandBatcher<string>(async (encoded) => {
+      const cmds = encoded.map((b) => decode(z.any(), b));
+      proposed.push(cmds);
+      if (proposed.length === 1) await new Promise<void>((r) => (release = r));
+      return cmds.map((c) => `${c.type}:${c.taskId}`);
+    });
+    const t = (i: number) => taskIdOf('j0000000001-00000000000000aa', i);
+    const inFlightStart = batcher.submit({ type: 'taskStarted', taskId: t(0), attempt: 1, at: 100 });
+    await new Promise((r) => setImmediate(r));
+    const start1 = batcher.submit({ type: 'taskStarted', taskId: t(1), attempt: 1, at: 200 });
+    const start2 = batcher.submit({ type: 'taskStarted', taskId: t(2), attempt: 1, at: 300 });
+    const end0 = batcher.submit({ type: 'taskFinished', taskId: t(0), attempt: 1, at: 150 });
+    const end1 = batcher.submit({ type: 'taskFinished', taskId: t(1), attempt: 1, at: 250 });
+    const end2other = batcher.submit({ type: 'taskFinished', taskId: t(2), attempt: 2, at: 350 });
+    assert.equal(batcher.queued, 4, 'start of task 1 was absorbed');
+    release!();
+    await Promise.all([inFlightStart, start1, start2, end0, end1, end2other]);
+    const second = proposed[1]!;
+    assert.deepEqual(
+      second.map((c) => `${c.type}:${c.taskId.slice(-1)}:${c.startedAt ?? '-'}`),
+      ['taskStarted:2:-', 'taskFinished:0:-', 'taskFinished:1:200', 'taskFinished:2:-'],
+    );
+    assert.equal(await start1, `taskFinished:${t(1)}`, 'the absorbed start answers with its end');
   });
 });

@@ -28,6 +28,19 @@ interface Waiting<R> {
   bytes: Uint8Array;
   resolve: (r: R) => void;
   reject: (e: Error) => void;
+  /** A queued taskStarted, by `taskId/attempt`, so its taskFinished can absorb it. */
+  startKey?: string;
+  startedAt?: number;
+  /** Absorbed by a later taskFinished: left out of the batch. */
+  absorbed?: boolean;
+}
+
+interface TaskReport {
+  type: string;
+  taskId?: string;
+  attempt?: number;
+  at?: number;
+  startedAt?: number;
 }
 
 /** `proposeBatch` replicates one entry and resolves with one result per encoded command, in order. */
@@ -37,7 +50,8 @@ export class CommandBatcher<R> {
   readonly #propose: ProposeBatch<R>;
   readonly #timeoutMs: number;
   #queue: Waiting<R>[] = [];
-  #queuedBytes = 0;
+  /** Queued (not yet proposed) taskStarted reports by `taskId/attempt`. */
+  readonly #queuedStarts = new Map<string, Waiting<R>>();
   #inFlight = false;
   /** Entries proposed and commands carried, for metrics and tests. */
   readonly stats = { batches: 0, commands: 0 };
@@ -47,29 +61,63 @@ export class CommandBatcher<R> {
     this.#timeoutMs = timeoutMs;
   }
 
-  /** Queues one command; resolves with its own result once the entry carrying it is applied here. */
+  /**
+   * Queues one command; resolves with its own result once the entry carrying it is applied here.
+   * A taskFinished whose taskStarted is still waiting here absorbs it (the start time travels as
+   * `startedAt`): a task that ended before its start was replicated costs one command, not two. The
+   * absorbed report resolves with the finished one's result.
+   */
   submit(cmd: unknown): Promise<R> {
+    const report = cmd as TaskReport;
+    let absorbed: Waiting<R> | undefined;
+    if (report.type === 'taskFinished' && report.startedAt === undefined) {
+      const key = `${report.taskId}/${report.attempt}`;
+      absorbed = this.#queuedStarts.get(key);
+      if (absorbed) {
+        this.#queuedStarts.delete(key);
+        absorbed.absorbed = true;
+        cmd = { ...report, startedAt: absorbed.startedAt };
+      }
+    }
     const bytes = encode(cmd);
-    return new Promise((resolve, reject) => {
-      this.#queue.push({ bytes, resolve, reject });
-      this.#queuedBytes += bytes.byteLength;
+    const started =
+      report.type === 'taskStarted'
+        ? { startKey: `${report.taskId}/${report.attempt}`, startedAt: report.at }
+        : {};
+    return new Promise<R>((resolve, reject) => {
+      const w: Waiting<R> = { bytes, resolve, reject, ...started };
+      if (w.startKey) this.#queuedStarts.set(w.startKey, w);
+      this.#queue.push(w);
       if (!this.#inFlight) queueMicrotask(() => this.#flush());
-    });
+    }).then(
+      (r) => {
+        absorbed?.resolve(r);
+        return r;
+      },
+      (err: Error) => {
+        absorbed?.reject(err);
+        throw err;
+      },
+    );
   }
 
   #flush(): void {
-    if (this.#inFlight || this.#queue.length === 0) return;
+    if (this.#inFlight) return;
     // Take what fits; the rest goes with the next batch.
-    let n = 0;
+    const batch: Waiting<R>[] = [];
+    let taken = 0;
     let bytes = 0;
-    while (n < this.#queue.length && n < BATCH_LIMITS.maxCommands) {
-      const b = this.#queue[n]!.bytes.byteLength;
-      if (n > 0 && bytes + b > BATCH_LIMITS.maxBytes) break;
+    for (; taken < this.#queue.length && batch.length < BATCH_LIMITS.maxCommands; taken++) {
+      const w = this.#queue[taken]!;
+      if (w.absorbed) continue;
+      const b = w.bytes.byteLength;
+      if (batch.length > 0 && bytes + b > BATCH_LIMITS.maxBytes) break;
       bytes += b;
-      n += 1;
+      batch.push(w);
+      if (w.startKey) this.#queuedStarts.delete(w.startKey);
     }
-    const batch = this.#queue.splice(0, n);
-    this.#queuedBytes -= bytes;
+    this.#queue.splice(0, taken);
+    if (batch.length === 0) return;
     this.#inFlight = true;
     this.stats.batches += 1;
     this.stats.commands += batch.length;
@@ -93,6 +141,6 @@ export class CommandBatcher<R> {
 
   /** Commands waiting for the batch in flight to finish. */
   get queued(): number {
-    return this.#queue.length;
+    return this.#queue.filter((w) => !w.absorbed).length;
   }
 }

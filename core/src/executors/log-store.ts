@@ -235,7 +235,10 @@ export class TaskLogStore {
   delete(taskId: string): Promise<void> {
     validTaskId(taskId);
     return this.#serial(taskId, async () => {
-      await this.#chunks.clear({ gte: chunkKey(taskId, 0), lte: `${taskId}\x00g` });
+      // Every chunk is written together with its meta record: no meta, nothing to clear (the common case
+      // of a first attempt; a range clear costs an iterator).
+      if ((await this.#meta.get(taskId)) !== undefined)
+        await this.#chunks.clear({ gte: chunkKey(taskId, 0), lte: `${taskId}\x00g` });
       await this.#meta.del(taskId);
       this.#wake(taskId);
     });
