@@ -25,6 +25,9 @@ export interface NodeServices {
   stop(): Promise<void>;
 }
 
+/** Raft's clock: heartbeats every 2 ticks (100 ms), elections after `liveness.electionMs`. */
+const RAFT_TICK_MS = 50;
+
 export async function startNodeServices(daemon: Daemon): Promise<NodeServices> {
   const { node, db, log, config } = daemon;
   const machine = new JobStateMachine();
@@ -35,6 +38,9 @@ export async function startNodeServices(daemon: Daemon): Promise<NodeServices> {
     db,
     stateMachine,
     log: log.child({ mod: 'raft' }),
+    tickMs: RAFT_TICK_MS,
+    electionTick: Math.max(4, Math.round(config.liveness.electionMs / RAFT_TICK_MS)),
+    heartbeatTick: 2,
   });
 
   const wasm = new WasmExecutor();

@@ -20,6 +20,7 @@ export interface OpenConsensusOptions {
   /** Raft timing; defaults: 100 ms ticks, election after 10-20 ticks (1-2 s), a heartbeat every tick (Nomad: 1 s). */
   tickMs?: number;
   electionTick?: number;
+  heartbeatTick?: number;
 }
 
 export async function openConsensusDriver(o: OpenConsensusOptions): Promise<ConsensusDriver> {
@@ -35,7 +36,7 @@ export async function openConsensusDriver(o: OpenConsensusOptions): Promise<Cons
     stateMachine: o.stateMachine,
     tickMs: o.tickMs ?? 100,
     electionTick: o.electionTick ?? 10,
-    heartbeatTick: 1,
+    heartbeatTick: o.heartbeatTick ?? 1,
     onFatal: (err) => o.log.fatal({ err: err.message }, 'raft stopped: unrecoverable error'),
   });
   return {
