@@ -5,7 +5,8 @@
  *  - container start throughput with 16 in parallel: our executor vs 16 parallel `docker run --rm` CLIs,
  *  - WASM: the first task's start on a fresh executor (boots a worker thread), then with the worker pool warm
  *    the start latency (run() call → 'started' event) and whole-run time, p50, and the throughput of
- *    WASM_TASKS no-op tasks run WASM_PARALLEL at a time (tasks/s, and CPU ms per task across all threads).
+ *    WASM_TASKS no-op tasks run WASM_PARALLEL at a time (tasks/s, CPU ms per task across all threads and on the
+ *    executor's own thread alone; WASM_TASKS=n in the environment overrides the default 500).
  * Run alone: `npx node bench/executors.ts` (needs the Docker engine and meshrun-test/busybox:1), or
  * `npx node bench/executors.ts wasm` for the WASM part only (no Docker needed).
  */
@@ -22,7 +23,7 @@ const COMMAND = ['true'];
 const RUNS = 50;
 const PARALLEL = 16;
 const WASM_RUNS = 30;
-const WASM_TASKS = 500;
+const WASM_TASKS = Number(process.env.WASM_TASKS) || 500;
 const WASM_PARALLEL = 16;
 
 const policy: NodePolicy = {
@@ -172,6 +173,7 @@ export async function benchWasm(): Promise<Record<string, unknown>> {
     }
     let next = 0;
     const cpu = process.cpuUsage();
+    const mainCpu = process.threadCpuUsage();
     const parallelMs = await timed(() =>
       Promise.all(
         Array.from({ length: WASM_PARALLEL }, async () => {
@@ -180,6 +182,7 @@ export async function benchWasm(): Promise<Record<string, unknown>> {
       ),
     );
     const cpuUsed = process.cpuUsage(cpu);
+    const mainCpuUsed = process.threadCpuUsage(mainCpu);
     return {
       wasmColdStartMs: round(coldStart),
       wasmStartMsP50: round(percentile(wasmStart, 50)),
@@ -189,6 +192,9 @@ export async function benchWasm(): Promise<Record<string, unknown>> {
       wasmTasksPerSec: round((WASM_TASKS / parallelMs) * 1000),
       /** Process CPU (all threads: executor, workers, fs) per task during the parallel run. */
       wasmCpuMsPerTask: Math.round(((cpuUsed.user + cpuUsed.system) / 1000 / WASM_TASKS) * 100) / 100,
+      /** The executor's own thread (the daemon's main thread) per task: run(), fs work, messages, timers. */
+      wasmMainThreadCpuMsPerTask:
+        Math.round(((mainCpuUsed.user + mainCpuUsed.system) / 1000 / WASM_TASKS) * 1000) / 1000,
       wasmWorkersCreated: wasm.poolStats.created,
     };
   } finally {

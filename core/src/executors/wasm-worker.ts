@@ -7,6 +7,10 @@
  * the task's WASI held and keeps no per-task state. stdout/stderr writes (fd 1/2) are intercepted and posted
  * as they happen, so output streams live; everything else is Node's WASI. The parent terminates this thread
  * (and never reuses it) on timeout, cancel, scratch quota or output limit.
+ *
+ * The worker's /scratch dir is reused by its next task when this one left it as it found it (empty): every
+ * final message says whether the task `touched` anything that could outlive it. Deny by default: any WASI call
+ * outside CLEAN_CALLS (and a path_open that may create or truncate) counts, whether it succeeded or not.
  */
 
 import { WASI } from 'node:wasi';
@@ -35,17 +39,58 @@ export type WasmWorkerMessage = { id: number } & (
   | { type: 'started' }
   | { type: 'output'; fd: 1 | 2; data: Uint8Array; memoryBytes: number }
   | { type: 'output-limit' }
-  | { type: 'exit'; code: number; memoryBytes: number; cpuMs: number }
-  | { type: 'trap'; message: string; memoryBytes: number; cpuMs: number }
+  | { type: 'exit'; code: number; memoryBytes: number; cpuMs: number; touched: boolean }
+  | { type: 'trap'; message: string; memoryBytes: number; cpuMs: number; touched: boolean }
   /** Could not start (e.g. a link error: the module imports something WASI does not provide). */
-  | { type: 'failed'; message: string; cpuMs: number }
+  | { type: 'failed'; message: string; cpuMs: number; touched: boolean }
 );
 
 const ERRNO_SUCCESS = 0;
 const ERRNO_FBIG = 22;
 const ERRNO_NOTSUP = 58;
+const ERRNO_NOTCAPABLE = 76;
+const OFLAGS_CREAT = 1;
+const OFLAGS_TRUNC = 8;
 /** The one preopen (/scratch) is guest fd 3; files the task opens come after it. */
 const FIRST_TASK_FD = 3;
+
+/**
+ * WASI calls that cannot leave anything behind for a later task when /scratch is empty at the start (the
+ * parent guarantees that for every task it does not wipe after: no inputs, nothing touched before): they read
+ * (never a directory listing, which would update the dir's atime), report, or act on this task's own fd table.
+ * Every other call (creating, removing, renaming, linking, writing through an opened file, setting times,
+ * sizes or fd flags, sockets, anything unknown) marks the task as having touched its scratch.
+ */
+const CLEAN_CALLS = new Set([
+  'args_get',
+  'args_sizes_get',
+  'environ_get',
+  'environ_sizes_get',
+  'clock_res_get',
+  'clock_time_get',
+  'random_get',
+  'sched_yield',
+  'poll_oneoff',
+  'proc_exit',
+  'fd_advise',
+  'fd_close',
+  'fd_datasync',
+  'fd_sync',
+  'fd_fdstat_get',
+  'fd_fdstat_set_rights',
+  'fd_filestat_get',
+  'fd_prestat_get',
+  'fd_prestat_dir_name',
+  'fd_read',
+  'fd_pread',
+  'fd_seek',
+  'fd_tell',
+  'fd_write',
+  'fd_renumber',
+  'path_filestat_get',
+  'path_readlink',
+  'path_open', // only when it may create or truncate: checked in its wrapper
+]);
 
 type WasiFn = (...a: number[]) => number;
 /** Hand-rolled rather than `new WebAssembly.Memory` so that this file needs no WebAssembly types. */
@@ -77,12 +122,31 @@ async function runTask(id: number, input: WasmWorkerInput): Promise<void> {
   let memory: WasmMemory | null = null;
   const memoryBytes = () => memory?.buffer.byteLength ?? 0;
   let outputBytes = 0;
+  /** Called something that may leave a trace in /scratch or on the stdio descriptors (see CLEAN_CALLS). */
+  let touched = false;
   // Highest guest fd this task could hold (uvwasi hands out the lowest free slot): closed one by one at the end.
   let maxFd = FIRST_TASK_FD;
   const { fd_write, fd_close, fd_renumber, path_open } = wasiImport;
+  const tracked: Record<string, WasiFn> = {};
+  for (const [name, fn] of Object.entries(wasiImport)) {
+    if (typeof fn === 'function' && !CLEAN_CALLS.has(name))
+      tracked[name] = (...a: number[]) => {
+        touched = true;
+        return fn(...a);
+      };
+  }
+  // fds 0-2 are the parent's descriptors (/dev/null, the stdin file): never changed on disk through them.
+  const notOnStdio =
+    (name: string) =>
+    (fd: number, ...a: number[]): number =>
+      fd <= 2 ? ERRNO_NOTCAPABLE : tracked[name](fd, ...a);
   const imports = {
     wasi_snapshot_preview1: {
       ...wasiImport,
+      ...tracked,
+      fd_filestat_set_times: notOnStdio('fd_filestat_set_times'),
+      fd_filestat_set_size: notOnStdio('fd_filestat_set_size'),
+      fd_allocate: notOnStdio('fd_allocate'),
       fd_write(fd: number, iovs: number, iovsLen: number, nwrittenPtr: number): number {
         if ((fd !== 1 && fd !== 2) || !memory) return fd_write(fd, iovs, iovsLen, nwrittenPtr);
         const view = new DataView(memory.buffer);
@@ -113,6 +177,7 @@ async function runTask(id: number, input: WasmWorkerInput): Promise<void> {
         return from <= 2 || to <= 2 ? ERRNO_NOTSUP : fd_renumber(from, to);
       },
       path_open(...a: number[]): number {
+        if (a[4] & (OFLAGS_CREAT | OFLAGS_TRUNC)) touched = true;
         const errno = path_open(...a);
         if (errno === ERRNO_SUCCESS && memory) {
           const fd = new DataView(memory.buffer).getUint32(a[8], true);
@@ -130,13 +195,14 @@ async function runTask(id: number, input: WasmWorkerInput): Promise<void> {
     post({ id, type: 'started' });
     try {
       const code = wasi.start(instance as Parameters<WASI['start']>[0]);
-      final = { id, type: 'exit', code, memoryBytes: memoryBytes(), cpuMs: cpuMs() };
+      final = { id, type: 'exit', code, memoryBytes: memoryBytes(), cpuMs: cpuMs(), touched };
     } catch (e) {
       const message = String((e as Error)?.message ?? e);
-      final = { id, type: 'trap', message, memoryBytes: memoryBytes(), cpuMs: cpuMs() };
+      final = { id, type: 'trap', message, memoryBytes: memoryBytes(), cpuMs: cpuMs(), touched };
     }
   } catch (e) {
-    final = { id, type: 'failed', message: String((e as Error)?.message ?? e), cpuMs: cpuMs() };
+    // (a module's start function runs during instantiation, through the same imports)
+    final = { id, type: 'failed', message: String((e as Error)?.message ?? e), cpuMs: cpuMs(), touched };
   }
   // node:wasi never closes what its WASI object opened (the preopen, files the task left open): close them
   // here, or every task would leak descriptors into the process. fd_close needs a started WASI object, so
@@ -158,8 +224,16 @@ async function runTask(id: number, input: WasmWorkerInput): Promise<void> {
 
 port.on('message', (m: WasmWorkerRequest) => {
   if (m?.type !== 'run') return;
-  // new WASI() throws when it cannot open the preopen: the task failed, the worker did not.
+  // new WASI() throws when it cannot open the preopen: the task failed, the worker did not (its scratch dir
+  // is recreated: `touched`).
   runTask(m.id, m.input).catch((e) => {
-    port.postMessage({ id: m.id, type: 'failed', message: String(e?.message ?? e), cpuMs: 0 });
+    const failed: WasmWorkerMessage = {
+      id: m.id,
+      type: 'failed',
+      message: String(e?.message ?? e),
+      cpuMs: 0,
+      touched: true,
+    };
+    port.postMessage(failed);
   });
 });

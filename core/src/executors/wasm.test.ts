@@ -1,6 +1,6 @@
 /** WASM executor with real modules compiled from the committed .wat sources (wabt's wat2wasm). */
 import assert from 'node:assert/strict';
-import { readdirSync, readlinkSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readdirSync, readlinkSync } from 'node:fs';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -59,7 +59,7 @@ describe('WasmExecutor', { concurrency: 4 }, () => {
     assert.match(lines[0], /^wasm-test-/); // argv[0] is the task id
   });
 
-  it('reads inputs from and writes outputs to the one preopened scratch dir, which is removed after', async () => {
+  it('reads inputs from and writes outputs to the one preopened scratch dir, emptied after, removed by close()', async () => {
     const root = await mkdtemp(join(tmpdir(), 'meshrun-wasm-root-'));
     const own = new WasmExecutor({ tmpRoot: root });
     const r = await own.run(
@@ -75,7 +75,13 @@ describe('WasmExecutor', { concurrency: 4 }, () => {
       r.outputs?.map((f) => [f.path, Buffer.from(f.content).toString()]),
       [['out.txt', 'got:payload']],
     );
-    assert.deepEqual(await readdir(root), [], 'per-task temp dir removed');
+    const dirs = await readdir(root);
+    assert.equal(dirs.length, 1, "the one worker's temp dir");
+    assert.match(dirs[0], new RegExp(`^meshrun-wasm-${process.pid}-`));
+    assert.deepEqual(await readdir(join(root, dirs[0])), ['scratch'], 'no stdin file left');
+    assert.deepEqual(await readdir(join(root, dirs[0], 'scratch')), [], 'scratch emptied after the task');
+    await own.close();
+    assert.deepEqual(await readdir(root), [], 'close() removes the worker dirs');
     await rm(root, { recursive: true });
   });
 
@@ -285,7 +291,94 @@ describe('WasmExecutor worker pool', { concurrency: 2 }, () => {
     const r = await ex.run(wasmSpec('loop', { timeoutMs: 200 }), { policy: basePolicy, onEvent: () => {} });
     assert.equal(r.outcome, 'timeout');
     assert.deepEqual(descriptorsUnder(tmpRoot), []);
-    assert.deepEqual(await readdir(tmpRoot), [], 'per-task dirs removed');
+    assert.deepEqual(await readdir(tmpRoot), [], "the killed worker's dir was removed with it");
+    assert.equal((await probe(ex, 'd', { stdin: Buffer.from('d') })).r.exitCode, 'd'.charCodeAt(0));
+    await ex.close();
+    assert.deepEqual(descriptorsUnder(tmpRoot), [], 'no stdin file descriptor left');
+    assert.deepEqual(await readdir(tmpRoot), [], 'close() removes the worker dirs');
+  });
+
+  it('never shows a task what an earlier one left in /scratch or on its stdio, and reuses an untouched scratch dir', async (t) => {
+    const tmpRoot = await mkdtemp(join(tmpdir(), 'meshrun-wasm-scratch-'));
+    const ex = new WasmExecutor({ tmpRoot, idleWorkers: 1 });
+    t.after(async () => {
+      await ex.close();
+      await rm(tmpRoot, { recursive: true, force: true });
+    });
+    const run = (mode: string, extra: Partial<TaskSpec> = {}, opts: { signal?: AbortSignal } = {}) =>
+      ex.run(wasmSpec('scratch-probe', { args: [mode], ...extra }), {
+        policy: basePolicy,
+        onEvent: () => {},
+        ...opts,
+      });
+    const clean = async (after: string) => {
+      const r = await run('c');
+      assert.equal(r.outcome, 'exited', r.reason);
+      assert.equal(r.exitCode, 0, `exit ${r.exitCode}: something was left after ${after}`);
+    };
+    assert.equal((await run('n')).exitCode, 0);
+    const dirs = await readdir(tmpRoot);
+    assert.equal(dirs.length, 1);
+    // A removed dir's open descriptor reports 0 links: that tells whether the scratch dir was recreated.
+    const scratchFd = openSync(join(tmpRoot, dirs[0], 'scratch'), 'r');
+    try {
+      for (let i = 0; i < 3; i++) assert.equal((await run('n')).exitCode, 0);
+      assert.equal(fstatSync(scratchFd).nlink, 2, 'an untouched scratch dir is reused as it is');
+      const littered = await run('l'); // a subdir, files (one left open), symlinks
+      assert.equal(littered.exitCode, 0, littered.reason);
+      assert.equal(fstatSync(scratchFd).nlink, 0, 'a touched one is recreated');
+    } finally {
+      closeSync(scratchFd);
+    }
+    await clean('a task that wrote files, a subdir and symlinks');
+    const trapped = await run('t');
+    assert.match(trapped.reason, /^trap: .*unreachable/);
+    await clean('a task that wrote and trapped');
+    assert.equal(
+      (await run('c', { inputs: [{ path: 'in/put.txt', content: Buffer.from('x') }] })).exitCode,
+      4,
+    );
+    await clean('a task with inputs');
+    assert.equal((await run('f')).exitCode, 0);
+    await clean('a task that put its stdin (/dev/null) in append mode');
+    assert.equal(ex.poolStats.created, 1, 'all of that in one worker');
+    // Killed mid-run, right after littering: that worker and its dir are gone.
+    const ac = new AbortController();
+    const killed = ex.run(wasmSpec('scratch-probe', { args: ['k'] }), {
+      policy: basePolicy,
+      signal: ac.signal,
+      onEvent: (e) => {
+        if (e.type === 'output') ac.abort();
+      },
+    });
+    assert.equal((await killed).outcome, 'cancelled');
+    await clean('a task killed mid-run');
+    assert.equal(ex.poolStats.discarded, 1);
+    assert.equal((await readdir(tmpRoot)).length, 1, "the killed worker's dir was removed");
+    const timedOut = await run('k', { timeoutMs: 200 });
+    assert.equal(timedOut.outcome, 'timeout');
+    await clean('a task that timed out');
+    await ex.close();
+    assert.deepEqual(await readdir(tmpRoot), [], 'close() removes the worker dirs');
+  });
+
+  it('ends a task whose worker close() stopped while its inputs were written, and fails without a temp dir', async (t) => {
+    const ex = new WasmExecutor();
+    t.after(() => ex.close());
+    const warm = await ex.run(wasmSpec('hello'), { policy: basePolicy, onEvent: () => {} });
+    assert.equal(warm.outcome, 'exited'); // a warm worker and a compiled module: handed out at once
+    const big = { path: 'big.bin', content: new Uint8Array(8 * 1024 * 1024) };
+    const running = ex.run(wasmSpec('hello', { inputs: [big] }), { policy: basePolicy, onEvent: () => {} });
+    await new Promise((r) => setImmediate(r));
+    await ex.close();
+    const r = await running;
+    assert.equal(r.outcome, 'cancelled', r.reason);
+    assert.match(r.reason, /closed/);
+    assert.deepEqual([ex.poolStats.idle, ex.poolStats.busy], [0, 0]);
+    const nowhere = new WasmExecutor({ tmpRoot: join(tmpdir(), `meshrun-wasm-missing-${process.pid}`, 'x') });
+    const failed = await nowhere.run(wasmSpec('hello'), { policy: basePolicy, onEvent: () => {} });
+    assert.equal(failed.outcome, 'error');
+    assert.match(failed.reason, /temp dir.*ENOENT/);
   });
 
   it('keeps the memory cap, oom and trap outcomes, with usage counted per task', async (t) => {

@@ -1,16 +1,29 @@
 /**
  * Embedded WASM executor: WASI preview1 modules run with node:wasi in worker threads (no install needed).
- * One preopened scratch dir (/scratch → a fresh temp dir, removed after), args, env, stdin, memory cap
- * (module memories patched to max = cap, plus worker heap limits), wall-clock timeout, cancel, scratch quota
- * (polled), output cap. stdout/stderr are streamed as the module writes them.
+ * One preopened scratch dir (/scratch → the worker's own temp dir, empty at every task's start), args, env,
+ * stdin, memory cap (module memories patched to max = cap, plus worker heap limits), wall-clock timeout,
+ * cancel, scratch quota (polled), output cap. stdout/stderr are streamed as the module writes them.
  *
- * Worker threads are pooled: booting one costs ~60 ms of CPU, a no-op task in a warm one ~1 ms or less. Each
+ * Worker threads are pooled: booting one costs ~60 ms of CPU, a no-op task in a warm one ~0.4 ms. Each
  * task still gets a fresh instance and a fresh WASI object there (see wasm-worker.ts); a worker whose task was
  * killed (timeout, cancel, quota, output limit) or that failed is terminated and never reused. Compiled
  * modules are cached (small LRU keyed by content hash and memory cap) and handed to workers by postMessage.
+ *
+ * Each worker owns a temp dir (meshrun-wasm-<pid>-*, made once) with its scratch dir and a /dev/null
+ * descriptor: a task that left them as it found them (the worker says so, see wasm-worker.ts) costs no file
+ * system work at all; after one that touched them, had inputs or outputs, the scratch dir is recreated and the
+ * descriptor reopened before the worker takes another task; a killed worker's dir is removed with it.
  */
-import { createHash } from 'node:crypto';
-import { closeSync, openSync, readdirSync, readlinkSync, realpathSync, writeFileSync } from 'node:fs';
+import { hash } from 'node:crypto';
+import {
+  closeSync,
+  openSync,
+  readdirSync,
+  readlinkSync,
+  realpathSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { lstat, mkdir, mkdtemp, readdir, readFile, realpath, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -35,7 +48,7 @@ const MODULE_CACHE_ENTRIES = 16;
 const MODULE_CACHE_BYTES = 32 * 1024 * 1024;
 
 export interface WasmExecutorOptions {
-  /** Parent dir for per-task temp dirs; os.tmpdir() by default. */
+  /** Parent dir for the workers' temp dirs; os.tmpdir() by default. */
   tmpRoot?: string;
   /** stdout+stderr bytes one task may write before it is stopped. Default 64 MiB. */
   maxOutputBytes?: number;
@@ -74,6 +87,8 @@ interface WorkerEnded {
   memoryBytes: number;
   /** The worker was terminated while it ran this task (its descriptors were not closed by it). */
   killed: boolean;
+  /** The task may have left something in the worker's scratch dir or on its /dev/null descriptor. */
+  touched: boolean;
 }
 
 /** The task a pooled worker runs now; messages tagged with any other id are dropped. */
@@ -91,54 +106,89 @@ interface PooledWorker {
   idleTimer: NodeJS.Timeout | null;
   /** Terminated (or terminating), or exited by itself: never handed out again. */
   dead: boolean;
+  /** Terminated by close() while its task was being prepared (acquired, nothing posted yet). */
+  closedBeforeRun: boolean;
+  /** This worker's temp dir (meshrun-wasm-<pid>-*): holds scratch/ and, briefly, a task's stdin file. */
+  dir: string;
+  /** Preopened as /scratch for each of its tasks; empty whenever the worker is idle. */
+  scratch: string;
+  /** /dev/null opened for its tasks' empty stdin, stdout and stderr. */
+  nullFd: number;
+  /** Resolves once the worker is gone and its dir removed (see #dispose). */
+  disposed: Promise<void> | null;
 }
 
 /**
- * Reusable worker threads. Busy workers keep the process alive (as a running task should); idle ones are
- * unref'd, as are their exit timers, so an idle pool never holds the process open.
+ * Reusable worker threads, each with its own temp dir. Busy workers keep the process alive (as a running
+ * task should); idle ones are unref'd, as are their exit timers, so an idle pool never holds the process open.
  */
 class WorkerPool {
   readonly #idle: PooledWorker[] = [];
   readonly #busy = new Set<PooledWorker>();
   readonly #keepIdle: number;
   readonly #idleMs: number;
+  readonly #tmpRoot: string;
+  /** Dirs of dead workers still being removed (close() waits for them). */
+  readonly #removing = new Set<Promise<void>>();
+  /** Called with every worker released (close() waits for the busy ones). */
+  readonly #releaseListeners = new Set<(pw: PooledWorker) => void>();
   /** Most tasks in flight at once lately: decays as idle workers retire. */
   #recentPeak = 0;
   #stats = { created: 0, tasks: 0, discarded: 0, retired: 0 };
 
-  constructor(keepIdle: number, idleMs: number) {
+  constructor(keepIdle: number, idleMs: number, tmpRoot: string) {
     this.#keepIdle = keepIdle;
     this.#idleMs = idleMs;
+    this.#tmpRoot = tmpRoot;
   }
 
   get stats(): WasmPoolStats {
     return { ...this.#stats, idle: this.#idle.length, busy: this.#busy.size };
   }
 
-  /** A warm idle worker (most recently used first) or a new one, marked busy. */
-  acquire(): PooledWorker {
+  /**
+   * A warm idle worker (most recently used first) or a new one, marked busy; its scratch dir is empty. Rejects
+   * when a new worker's temp dir cannot be made.
+   */
+  async acquire(): Promise<PooledWorker> {
     let pw = this.#idle.pop();
     if (pw) {
       if (pw.idleTimer) clearTimeout(pw.idleTimer);
       pw.idleTimer = null;
       pw.worker.ref();
-    } else pw = this.#spawn();
+    } else pw = await this.#spawn();
     this.#busy.add(pw);
     this.#stats.tasks++;
     this.#recentPeak = Math.max(this.#recentPeak, this.#busy.size);
     return pw;
   }
 
-  /** Back to the idle list after a task that ended by itself; retired instead when enough are idle. */
-  release(pw: PooledWorker): void {
+  /**
+   * After a task (whatever its end): a live worker goes back to the idle list (retired instead when enough are
+   * idle), once its scratch dir is empty again and its /dev/null descriptor fresh when `wipe`; a dead one's
+   * dir is removed. Resolves when that is done.
+   */
+  async release(pw: PooledWorker, wipe: boolean): Promise<void> {
     pw.current = null;
+    if (wipe && !pw.dead) {
+      try {
+        await rm(pw.scratch, { recursive: true, force: true });
+        await mkdir(pw.scratch, { mode: 0o700 });
+        closeSync(pw.nullFd);
+        pw.nullFd = -1;
+        pw.nullFd = openSync('/dev/null', 'r+');
+      } catch {
+        this.discard(pw); // never handed out with a scratch dir in an unknown state
+      }
+    }
     this.#busy.delete(pw);
-    if (pw.dead) return;
+    for (const listener of this.#releaseListeners) listener(pw);
+    if (pw.dead) return this.#dispose(pw);
     const keep = Math.min(MAX_IDLE_WORKERS, Math.max(this.#keepIdle, this.#recentPeak));
     if (this.#idle.length >= keep) {
       this.#stats.retired++;
       this.#terminate(pw);
-      return;
+      return this.#dispose(pw);
     }
     pw.worker.unref();
     pw.idleTimer = setTimeout(() => this.#retire(pw), this.#idleMs);
@@ -153,17 +203,51 @@ class WorkerPool {
     this.#terminate(pw);
   }
 
-  /** Halts every running task (as `closed`) and terminates every worker; resolves once all have exited. */
+  /**
+   * Halts every running task (as `closed`) and terminates every worker; resolves once all have exited, their
+   * tasks have ended and every worker dir is removed.
+   */
   async close(): Promise<void> {
-    const all = [...this.#idle, ...this.#busy];
-    for (const pw of this.#busy) pw.current?.halt('closed');
-    for (const pw of this.#idle) this.#terminate(pw);
-    this.#idle.length = 0;
+    const idle = this.#idle.splice(0);
+    const busy = [...this.#busy];
+    for (const pw of busy) {
+      if (pw.current) pw.current.halt('closed');
+      else {
+        pw.closedBeforeRun = true; // its run() is still writing inputs: it finds the worker dead
+        this.discard(pw);
+      }
+    }
+    for (const pw of idle) this.#terminate(pw);
     this.#recentPeak = 0;
-    await Promise.all(all.map((pw) => pw.worker.terminate()));
+    for (const pw of idle) void this.#dispose(pw);
+    // A busy worker's dir goes when its task's run() releases it, right after the task ended.
+    const pending = new Set(busy.filter((pw) => this.#busy.has(pw)));
+    const released = new Promise<void>((resolve) => {
+      if (pending.size === 0) return resolve();
+      const listener = (pw: PooledWorker) => {
+        if (pending.delete(pw) && pending.size === 0) {
+          this.#releaseListeners.delete(listener);
+          resolve();
+        }
+      };
+      this.#releaseListeners.add(listener);
+    });
+    await Promise.all([...idle, ...busy].map((pw) => pw.worker.terminate()));
+    await released;
+    await Promise.all(this.#removing);
   }
 
-  #spawn(): PooledWorker {
+  async #spawn(): Promise<PooledWorker> {
+    const dir = await mkdtemp(join(this.#tmpRoot, `meshrun-wasm-${process.pid}-`));
+    const scratch = join(dir, 'scratch');
+    let nullFd = -1;
+    try {
+      await mkdir(scratch, { mode: 0o700 });
+      nullFd = openSync('/dev/null', 'r+');
+    } catch (e) {
+      await rm(dir, { recursive: true, force: true });
+      throw e;
+    }
     // The desktop build rewrites this exact expression to its bundled worker (apps/desktop/build.ts).
     const worker = new Worker(new URL('./wasm-worker.ts', import.meta.url), {
       stdout: true,
@@ -171,7 +255,17 @@ class WorkerPool {
       resourceLimits: WORKER_RESOURCE_LIMITS,
       execArgv: ['--no-warnings'],
     });
-    const pw: PooledWorker = { worker, current: null, idleTimer: null, dead: false };
+    const pw: PooledWorker = {
+      worker,
+      current: null,
+      idleTimer: null,
+      dead: false,
+      closedBeforeRun: false,
+      dir,
+      scratch,
+      nullFd,
+      disposed: null,
+    };
     this.#stats.created++;
     worker.on('message', (m: WasmWorkerMessage) => {
       if (pw.current && m?.id === pw.current.id) pw.current.onMessage(m);
@@ -184,8 +278,11 @@ class WorkerPool {
       pw.dead = true;
       if (pw.idleTimer) clearTimeout(pw.idleTimer);
       const i = this.#idle.indexOf(pw);
-      if (i >= 0) this.#idle.splice(i, 1);
-      this.#busy.delete(pw);
+      if (i >= 0) {
+        this.#idle.splice(i, 1);
+        void this.#dispose(pw);
+      }
+      // A busy worker stays counted as busy until its task's run() releases it (and removes its dir).
       const task = pw.current;
       pw.current = null;
       task?.onExit();
@@ -199,7 +296,24 @@ class WorkerPool {
     this.#idle.splice(i, 1);
     this.#stats.retired++;
     this.#terminate(pw);
+    void this.#dispose(pw);
     this.#recentPeak = this.#busy.size + this.#idle.length;
+  }
+
+  /**
+   * Closes a dead worker's /dev/null descriptor and removes its dir (once). Only for a worker that runs no
+   * task: idle when terminated, or released after its task ended (a killed one has exited by then).
+   */
+  #dispose(pw: PooledWorker): Promise<void> {
+    if (pw.disposed) return pw.disposed;
+    if (pw.nullFd >= 0) closeSync(pw.nullFd);
+    pw.nullFd = -1;
+    const removed = rm(pw.dir, { recursive: true, force: true })
+      .catch(() => {}) // what is left is cleanupLeftovers()' once this process is gone
+      .finally(() => this.#removing.delete(removed));
+    this.#removing.add(removed);
+    pw.disposed = removed;
+    return removed;
   }
 
   #terminate(pw: PooledWorker): void {
@@ -220,7 +334,7 @@ class ModuleCache {
   get(bytes: Uint8Array, capPages: number): Promise<object> {
     const compile = async () => wasmApi.compile(capMemory(bytes, capPages));
     if (bytes.byteLength > MODULE_CACHE_BYTES / 4) return compile();
-    const key = `${createHash('sha256').update(bytes).digest('base64')}:${capPages}`;
+    const key = `${hash('sha256', bytes, 'base64')}:${capPages}`;
     const hit = this.#entries.get(key);
     if (hit) {
       this.#entries.delete(key); // re-inserted as the most recent
@@ -252,14 +366,16 @@ class ModuleCache {
 
 export class WasmExecutor implements Executor {
   readonly kind = 'wasm' as const;
-  readonly #options: WasmExecutorOptions;
   readonly #pool: WorkerPool;
   readonly #modules = new ModuleCache();
+  readonly #tmpRoot: string;
+  readonly #maxOutputBytes: number;
   #taskSeq = 0;
 
   constructor(options: WasmExecutorOptions = {}) {
-    this.#options = options;
-    this.#pool = new WorkerPool(options.idleWorkers ?? 4, options.idleWorkerMs ?? 10_000);
+    this.#tmpRoot = options.tmpRoot ?? tmpdir();
+    this.#maxOutputBytes = options.maxOutputBytes ?? 64 * 1024 * 1024;
+    this.#pool = new WorkerPool(options.idleWorkers ?? 4, options.idleWorkerMs ?? 10_000, this.#tmpRoot);
   }
 
   async available(): Promise<{ ok: boolean; reason?: string; version?: string }> {
@@ -272,8 +388,8 @@ export class WasmExecutor implements Executor {
   }
 
   /**
-   * Terminates every worker thread (running tasks end as `cancelled`) and drops the compiled modules. The
-   * executor stays usable: a later run() starts new workers.
+   * Terminates every worker thread (running tasks end as `cancelled`), removes their temp dirs and drops the
+   * compiled modules. The executor stays usable: a later run() starts new workers.
    */
   async close(): Promise<void> {
     this.#modules.clear();
@@ -282,7 +398,7 @@ export class WasmExecutor implements Executor {
 
   /** Temp dirs are named meshrun-wasm-<pid>-*; those whose process is gone belong to a crashed run. */
   async cleanupLeftovers(): Promise<number> {
-    const root = this.#options.tmpRoot ?? tmpdir();
+    const root = this.#tmpRoot;
     let removed = 0;
     for (const name of await readdir(root).catch(() => [] as string[])) {
       const m = /^meshrun-wasm-(\d+)-/.exec(name);
@@ -320,36 +436,44 @@ export class WasmExecutor implements Executor {
     }
     if (signal?.aborted) return result('cancelled', 'cancelled before start');
 
-    const root = await mkdtemp(join(this.#options.tmpRoot ?? tmpdir(), `meshrun-wasm-${process.pid}-`));
-    const scratchDir = join(root, 'scratch');
-    const fds: number[] = [];
+    let pw: PooledWorker;
     try {
-      await mkdir(scratchDir, { mode: 0o700 });
+      pw = await this.#pool.acquire();
+    } catch (e) {
+      return result('error', `cannot make the task's temp dir: ${(e as Error).message}`);
+    }
+    const scratchDir = pw.scratch;
+    // The scratch dir is recreated after a task that had inputs or outputs, touched it or did not end by itself.
+    let wipe = Boolean(spec.inputs?.length || spec.outputs?.length);
+    let stdinFd = -1;
+    try {
       for (const f of spec.inputs ?? []) {
         const p = join(scratchDir, safeRelativePath(f.path)!);
-        await mkdir(dirname(p), { recursive: true });
+        const parent = dirname(p);
+        if (parent !== scratchDir) await mkdir(parent, { recursive: true });
         await writeFile(p, f.content);
       }
-      // stdout/stderr writes never reach these fds (they are intercepted); empty stdin is /dev/null too.
-      const nullFd = openSync('/dev/null', 'r+');
-      fds.push(nullFd);
-      let stdinFd = nullFd;
+      // stdout/stderr writes never reach the /dev/null fd (they are intercepted); empty stdin is /dev/null too.
       if (spec.stdin?.byteLength) {
-        const stdinPath = join(root, 'stdin'); // outside /scratch
-        writeFileSync(stdinPath, spec.stdin);
-        stdinFd = openSync(stdinPath, 'r');
-        fds.push(stdinFd);
+        const stdinPath = join(pw.dir, 'stdin'); // outside /scratch; unlinked as soon as it is open
+        writeFileSync(stdinPath, spec.stdin, { mode: 0o600 });
+        try {
+          stdinFd = openSync(stdinPath, 'r');
+        } finally {
+          unlinkSync(stdinPath);
+        }
       }
       const workerInput: WasmWorkerInput = {
         module,
         args: [spec.taskId, ...(spec.args ?? [])],
         env: spec.env ?? {},
         scratchDir,
-        stdinFd,
-        nullFd,
-        maxOutputBytes: this.#options.maxOutputBytes ?? 64 * 1024 * 1024,
+        stdinFd: stdinFd >= 0 ? stdinFd : pw.nullFd,
+        nullFd: pw.nullFd,
+        maxOutputBytes: this.#maxOutputBytes,
       };
-      const ended = await this.#runWorker(workerInput, spec, opts, scratchDir, policy.scratchBytes);
+      const ended = await this.#runWorker(pw, workerInput, spec, opts, policy.scratchBytes);
+      if (ended.touched) wipe = true;
       // A terminated worker never closed what its WASI object opened (the preopen, the task's files).
       if (ended.killed) closeDescriptorsUnder(scratchDir);
       const usage = { cpuMs: ended.cpuMs, peakMemoryBytes: ended.memoryBytes };
@@ -379,28 +503,41 @@ export class WasmExecutor implements Executor {
       }
       return result('error', 'worker ended without a result', withOutputs);
     } catch (e) {
+      wipe = true;
       return result('error', (e as Error).message);
     } finally {
-      for (const fd of fds) closeSync(fd);
-      await rm(root, { recursive: true, force: true });
+      if (stdinFd >= 0) closeSync(stdinFd);
+      // A killed worker is dead: its whole dir goes. Otherwise its scratch dir is empty again before it is reused.
+      await this.#pool.release(pw, wipe);
     }
   }
 
   /** Runs one task on a pooled worker; resolves when it ended (and, when it was killed, the worker exited). */
   #runWorker(
+    pw: PooledWorker,
     input: WasmWorkerInput,
     spec: TaskSpec,
     opts: RunOptions,
-    scratchDir: string,
     scratchBytes: number,
   ): Promise<WorkerEnded> {
     const { onEvent, signal } = opts;
-    if (signal?.aborted) {
-      const ended = { message: null, workerError: null, cpuMs: 0, memoryBytes: 0, killed: false };
-      return Promise.resolve({ ...ended, stop: 'cancelled' });
+    const ended = { message: null, cpuMs: 0, memoryBytes: 0 };
+    if (signal?.aborted)
+      return Promise.resolve({
+        ...ended,
+        workerError: null,
+        stop: 'cancelled',
+        killed: false,
+        touched: false,
+      });
+    // Closed or crashed while run() prepared the task: nothing would ever answer.
+    if (pw.dead) {
+      const stop = pw.closedBeforeRun ? 'closed' : null;
+      const workerError = stop ? null : 'the worker thread exited before the task started';
+      return Promise.resolve({ ...ended, stop, workerError, killed: true, touched: true });
     }
     const pool = this.#pool;
-    const pw = pool.acquire();
+    const scratchDir = input.scratchDir;
     const id = ++this.#taskSeq;
     return new Promise((resolve) => {
       let stop: StopReason | null = null;
@@ -411,6 +548,8 @@ export class WasmExecutor implements Executor {
       let memoryBytes = 0;
       let timer: NodeJS.Timeout | null = null;
       let settled = false;
+      /** Unknown until the worker says (a killed worker's dir is removed anyway). */
+      let touched = true;
       let polling: Promise<void> | null = null;
       const settle = (killed: boolean) => {
         settled = true;
@@ -430,9 +569,11 @@ export class WasmExecutor implements Executor {
           startedAt,
           cpuMs,
           memoryBytes,
+          touched,
         };
-        // A quota walk still reading the scratch dir must finish before its descriptors are swept.
-        if (killed && polling) void polling.then(() => resolve({ ...ended, killed }));
+        // A quota walk still reading the scratch dir must finish before its descriptors are swept (killed) or it
+        // is wiped and handed to the worker's next task (whose own sweep must not race with this walk's fds).
+        if (polling) void polling.then(() => resolve({ ...ended, killed }));
         else resolve({ ...ended, killed });
       };
       const halt = (why: StopReason) => {
@@ -484,8 +625,8 @@ export class WasmExecutor implements Executor {
             }
             // Killed meanwhile: the worker is going away and its 'exit' settles the task.
             if (stop) return;
-            pool.release(pw);
-            settle(false);
+            touched = m.touched;
+            settle(false); // run() releases the worker once done with its scratch dir
           }
         },
         onError(message) {
@@ -501,7 +642,7 @@ export class WasmExecutor implements Executor {
       } catch (e) {
         // Nothing reached the worker (the input could not be cloned): it is still fine for the next task.
         workerError = (e as Error).message;
-        pool.release(pw);
+        touched = false;
         settle(false);
       }
     });
