@@ -247,7 +247,7 @@ export class JobsService {
   async #execute(run: LocalRun, rs: NonNullable<ReturnType<JobStateMachine['taskRunSpec']>>): Promise<void> {
     const executor = this.#o.executors[rs.executor];
     const output = this.#o.output;
-    await output.begin(run.taskId);
+    await output.begin(run.taskId, run.attempt);
     // The owner's allow-list, checked again here: the scheduler honours it, but this node trusts only itself.
     const allowed = this.#o.node.ownAdvertisement().offered.allowedSubmitters;
     const submitter = this.#o.machine.job(rs.jobId)?.submitter ?? null;

@@ -21,9 +21,12 @@ export class TaskOutputStore {
     this.store = new TaskLogStore(db, { maxBytesPerTask: MAX_OUTPUT_BYTES_PER_TASK });
   }
 
-  /** A new attempt starts: its output replaces the previous attempt's. */
-  async begin(taskId: string): Promise<void> {
-    await this.store.delete(taskId);
+  /**
+   * A new attempt starts: its output replaces the previous attempt's. Attempt 1 is a task's first run
+   * anywhere, so there is nothing to replace (saves two database operations per task).
+   */
+  async begin(taskId: string, attempt = 2): Promise<void> {
+    if (attempt > 1) await this.store.delete(taskId);
     this.#tails.set(taskId, { stdout: [], stderr: [] });
     while (this.#tails.size > MAX_TAILS) this.#tails.delete(this.#tails.keys().next().value!);
   }
