@@ -605,6 +605,14 @@ export class ClusterService implements CommandLog {
     return this.#o.driver.hasState() ? this.#o.driver.status().lead : null;
   }
 
+  activeMembers(): string[] {
+    if (!this.isLeader()) return [];
+    const { progress, id } = this.#o.driver.status();
+    return Object.entries(progress)
+      .filter(([peer, p]) => peer !== id && p.recentActive)
+      .map(([peer]) => peer);
+  }
+
   // ---- RPC ---------------------------------------------------------------------------------------------
 
   status(): Record<string, unknown> {

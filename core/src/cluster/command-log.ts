@@ -33,4 +33,6 @@ export interface CommandLog {
   ): { submitter: string; admin: boolean; origin: ProposeOptions };
   isLeader(): boolean;
   leaderId(): string | null;
+  /** On the leader: members the log has heard from within the last election timeout (proof of life). */
+  activeMembers(): string[];
 }

@@ -419,6 +419,9 @@ export class JobsService {
     const running = [...this.#running.values()].map((r) => ({ taskId: r.taskId, attempt: r.attempt }));
     if (leader === this.#self) {
       this.#beat(this.#self);
+      // A member Raft hears from is alive too: its work heartbeat may be late (a swamped machine, a slow
+      // control stream) while its log replication is fine; requeueing a live node's tasks would run them twice.
+      for (const id of this.#o.commands.activeMembers()) this.#beat(id);
       return;
     }
     try {

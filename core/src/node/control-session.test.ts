@@ -119,6 +119,17 @@ describe('control sessions', () => {
     await s.close();
   });
 
+  it('re-opens the stream after calls keep timing out with no answer at all', async () => {
+    const s = session();
+    assert.deepEqual(await s.call('echo.wait', { v: 0, ms: 0 }), { v: 0 });
+    const opened = streamsOpened;
+    for (let i = 0; i < SESSION_LIMITS.timeoutsBeforeReset; i++)
+      await assert.rejects(s.call('echo.wait', { v: 1, ms: 2000 }, { timeoutMs: 30 }), /timed out/);
+    assert.deepEqual(await s.call('echo.wait', { v: 2, ms: 0 }), { v: 2 });
+    assert.equal(streamsOpened, opened + 1, 'a new stream was opened');
+    await s.close();
+  });
+
   it('bounds the calls one session runs at once on the server (the rest wait unread)', async () => {
     const s = session();
     maxRunning = 0;

@@ -33,6 +33,8 @@ export const SESSION_LIMITS = {
   maxPending: 10_000,
   /** Frames written in one batch. */
   writeBatch: 256,
+  /** A client re-opens its stream after this many calls in a row timed out with no answer at all. */
+  timeoutsBeforeReset: 2,
 } as const;
 
 /** Thrown by a session call whose answer did not come in time (the call may still run on the server). */
@@ -167,6 +169,8 @@ export class ControlSessionClient {
   /** The stream the current session runs on, once open. */
   #stream: Stream | null = null;
   #closed = false;
+  /** Calls timed out since the last answer on the current stream. */
+  #silentTimeouts = 0;
 
   constructor(libp2p: Libp2p, target: Multiaddr | PeerId, remoteError: RemoteErrorFactory) {
     this.#libp2p = libp2p;
@@ -195,6 +199,10 @@ export class ControlSessionClient {
       const timer = setTimeout(() => {
         this.#pending.delete(id);
         reject(new SessionTimeoutError(method, timeoutMs));
+        // Calls keep timing out with no answer in between: the stream may be stuck (a peer that stopped
+        // reading, a half-open connection). Start over on a new one rather than time out forever.
+        if (++this.#silentTimeouts >= SESSION_LIMITS.timeoutsBeforeReset && this.#stream === stream)
+          this.#broken(stream, new Error(`${this.#silentTimeouts} calls timed out without an answer`));
       }, timeoutMs);
       this.#pending.set(id, { resolve, reject, timer });
       try {
@@ -228,6 +236,7 @@ export class ControlSessionClient {
     try {
       for (;;) {
         const res = await readFrame(lp, SessionResponseSchema);
+        this.#silentTimeouts = 0;
         const p = this.#pending.get(res.id);
         if (!p) continue; // timed out meanwhile
         this.#pending.delete(res.id);
@@ -245,6 +254,7 @@ export class ControlSessionClient {
     stream.abort(err);
     if (this.#stream !== stream) return; // an older session, already handled
     this.#stream = null;
+    this.#silentTimeouts = 0;
     this.#open = null;
     const reason = new Error(`control session to the peer ended: ${err.message}`);
     for (const p of this.#pending.values()) {
