@@ -532,11 +532,18 @@ export class JobsService {
 
   async #placeQueued(): Promise<void> {
     const m = this.#o.machine;
-    const tasks = m.queuedTasks();
-    if (tasks.length === 0) return;
     const now = Date.now();
+    const nodes = this.#schedulerNodes(now);
+    // No pass places more than the free slots of the nodes that could take work (nor more than the pass
+    // limit), so the scheduler only needs that many tasks of each job (see JobStateMachine.queuedTasks).
+    let free = 0;
+    for (const n of nodes)
+      if (n.up && n.mode === 'active') free += Math.max(0, n.maxConcurrent - m.liveCountOn(n.id));
+    const perJob = Math.max(1, Math.min(free, MAX_ASSIGNMENTS_PER_PASS));
+    const tasks = m.queuedTasks({ perJob, now });
+    if (tasks.length === 0) return;
     const result = schedule(
-      { now, nodes: this.#schedulerNodes(now), tasks, running: m.runningTasks() },
+      { now, nodes, tasks, running: m.runningTasks() },
       { maxAssignments: MAX_ASSIGNMENTS_PER_PASS },
     );
     this.#unplaced.clear();

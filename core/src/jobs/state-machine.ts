@@ -342,6 +342,10 @@ export class JobStateMachine {
    * scheduling pass, and sorting 20,000 ids each time was a large share of its CPU.
    */
   private queuedOrdered = true;
+  /** The same queued ids grouped by job (jobs with none are absent), for bounded scheduling passes. */
+  private queuedByJob = new Map<string, Set<string>>();
+  /** Jobs whose queued set may be out of index order (a task came back to the queue). */
+  private unorderedJobs = new Set<string>();
   /** Live (assigned or running) task ids per node. */
   private liveByNode = new Map<string, Set<string>>();
   /** Finished job ids, oldest first: the eviction order. */
@@ -431,6 +435,8 @@ export class JobStateMachine {
       this.tasksById.set(task.id, task);
       this.queued.add(task.id);
     }
+    if (taskCount > 0)
+      this.queuedByJob.set(job.id, new Set(Array.from({ length: taskCount }, (_, i) => taskIdOf(job.id, i))));
     job.counts.queued = taskCount;
     this.activeTaskTotal += taskCount;
     return { ok: true, effects: [] };
@@ -604,10 +610,22 @@ export class JobStateMachine {
     job.counts[next]++;
     task.state = next;
     task.updatedAt = at;
-    if (prev === 'queued') this.queued.delete(task.id);
+    if (prev === 'queued') {
+      this.queued.delete(task.id);
+      const ofJob = this.queuedByJob.get(job.id);
+      ofJob?.delete(task.id);
+      if (ofJob?.size === 0) this.queuedByJob.delete(job.id);
+    }
     if (next === 'queued') {
       this.queued.add(task.id);
       this.queuedOrdered = false;
+      let ofJob = this.queuedByJob.get(job.id);
+      if (!ofJob) {
+        ofJob = new Set();
+        this.queuedByJob.set(job.id, ofJob);
+      }
+      ofJob.add(task.id);
+      this.unorderedJobs.add(job.id);
     }
     if (isTerminal(next) && !isTerminal(prev)) this.activeTaskTotal--;
   }
@@ -761,26 +779,64 @@ export class JobStateMachine {
   }
 
   /** Queued tasks in submission order, shaped for `schedule()`. Tasks of a job share spec objects. */
-  queuedTasks(): QueuedTask[] {
+  queuedTasks(bound?: { perJob: number; now: number }): QueuedTask[] {
+    if (bound) return this.boundedQueue(bound.perJob, bound.now);
     if (!this.queuedOrdered) {
       this.queued = new Set(this.sortBySubmission([...this.queued]));
       this.queuedOrdered = true;
     }
-    return [...this.queued].map((id) => {
-      const task = this.tasksById.get(id)!;
-      const job = this.jobsById.get(task.jobId)!;
-      return {
-        taskId: task.id,
-        jobId: job.id,
-        submitter: job.submitter,
-        priority: job.spec.priority,
-        executor: job.spec.executor,
-        resources: job.spec.resources,
-        constraints: job.spec.constraints,
-        notBefore: task.notBefore,
-        nextAttempt: task.attempt + 1,
-      };
-    });
+    return [...this.queued].map((id) => this.queuedView(id));
+  }
+
+  /**
+   * The first `perJob` tasks of each job that may run now (plus the backing-off ones met on the way, bounded),
+   * jobs in submission order. A pass places at most as many tasks as there are free slots, and the tasks of
+   * one job share shape, submitter and priority, so the scheduler places them front to back: giving it
+   * the first `free slots` of each job places exactly what the whole queue would, without walking 20,000
+   * queued tasks on every pass.
+   */
+  private boundedQueue(perJob: number, now: number): QueuedTask[] {
+    const jobIds = [...this.queuedByJob.keys()].sort(
+      (a, b) => this.jobsById.get(a)!.seq - this.jobsById.get(b)!.seq,
+    );
+    const out: QueuedTask[] = [];
+    for (const jobId of jobIds) {
+      let ids = this.queuedByJob.get(jobId)!;
+      if (this.unorderedJobs.has(jobId)) {
+        ids = new Set([...ids].sort((a, b) => this.tasksById.get(a)!.index - this.tasksById.get(b)!.index));
+        this.queuedByJob.set(jobId, ids);
+        this.unorderedJobs.delete(jobId);
+      }
+      let eligible = 0;
+      let examined = 0;
+      for (const id of ids) {
+        out.push(this.queuedView(id));
+        if (this.tasksById.get(id)!.notBefore <= now) eligible++;
+        if (eligible >= perJob || ++examined >= perJob * 4) break;
+      }
+    }
+    return out;
+  }
+
+  private queuedView(id: string): QueuedTask {
+    const task = this.tasksById.get(id)!;
+    const job = this.jobsById.get(task.jobId)!;
+    return {
+      taskId: task.id,
+      jobId: job.id,
+      submitter: job.submitter,
+      priority: job.spec.priority,
+      executor: job.spec.executor,
+      resources: job.spec.resources,
+      constraints: job.spec.constraints,
+      notBefore: task.notBefore,
+      nextAttempt: task.attempt + 1,
+    };
+  }
+
+  /** How many tasks are assigned to or running on `nodeId`. */
+  liveCountOn(nodeId: string): number {
+    return this.liveByNode.get(nodeId)?.size ?? 0;
   }
 
   /** Assigned and running tasks, shaped for `schedule()`. */
@@ -953,6 +1009,17 @@ export class JobStateMachine {
     this.tasksById = next.tasksById;
     this.queued = next.queued;
     this.queuedOrdered = false;
+    this.queuedByJob = new Map();
+    for (const id of this.queued) {
+      const jobId = this.tasksById.get(id)!.jobId;
+      let ofJob = this.queuedByJob.get(jobId);
+      if (!ofJob) {
+        ofJob = new Set();
+        this.queuedByJob.set(jobId, ofJob);
+      }
+      ofJob.add(id);
+    }
+    this.unorderedJobs = new Set(this.queuedByJob.keys());
     this.liveByNode = next.liveByNode;
     this.finishedOrder = next.finishedOrder;
     this.finishedTaskTotal = next.finishedTaskTotal;
