@@ -27,6 +27,7 @@ export class TaskOutputStore {
    */
   async begin(taskId: string, attempt = 2): Promise<void> {
     if (attempt > 1) await this.store.delete(taskId);
+    else this.store.markFresh(taskId);
     this.#tails.set(taskId, { stdout: [], stderr: [] });
     while (this.#tails.size > MAX_TAILS) this.#tails.delete(this.#tails.keys().next().value!);
   }

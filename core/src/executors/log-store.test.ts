@@ -111,3 +111,45 @@ describe('TaskLogStore (level on disk)', () => {
     assert.equal((await store.read('t-del')).entries.length, 0);
   });
 });
+
+describe('TaskLogStore meta kept in memory while a task writes', () => {
+  it('a fresh task stores output and its end without reading back, and readers see the same as before', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'logstore-fresh-'));
+    const db = new Level<string, string>(dir);
+    await db.open();
+    const store = new TaskLogStore(db);
+    store.markFresh('t1');
+    await store.append('t1', 'stdout', new TextEncoder().encode('a'));
+    await store.append('t1', 'stderr', new TextEncoder().encode('b'));
+    await store.end('t1');
+    assert.deepEqual(await store.meta('t1'), {
+      firstSeq: 0,
+      nextSeq: 2,
+      bytes: 2,
+      droppedBytes: 0,
+      ended: true,
+    });
+    // No output at all: still an ended log.
+    store.markFresh('t2');
+    await store.end('t2');
+    assert.equal((await store.meta('t2'))?.ended, true);
+    // A later attempt replaces the log; its meta starts over.
+    await store.delete('t1');
+    await store.append('t1', 'stdout', new TextEncoder().encode('c'));
+    await store.end('t1');
+    assert.deepEqual(await store.meta('t1'), {
+      firstSeq: 0,
+      nextSeq: 1,
+      bytes: 1,
+      droppedBytes: 0,
+      ended: true,
+    });
+    const read = await store.read('t1', { fromSeq: 0 });
+    assert.deepEqual(
+      read.entries.map((e) => new TextDecoder().decode(e.data)),
+      ['c'],
+    );
+    await db.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+});

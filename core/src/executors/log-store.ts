@@ -74,6 +74,9 @@ function validTaskId(taskId: string): void {
     throw new Error('invalid task id');
 }
 
+/** Meta records of tasks being written kept in memory (see TaskLogStore.#known). */
+const MAX_KNOWN_META = 10_000;
+
 export class TaskLogStore {
   readonly maxBytesPerTask: number;
   readonly #root: Root;
@@ -83,6 +86,11 @@ export class TaskLogStore {
   /** Per-task write chain: appends of one task are applied in order, one at a time. */
   readonly #chains = new Map<string, Promise<void>>();
   readonly #waiters = new Map<string, Set<() => void>>();
+  /**
+   * Meta of tasks being written, as last stored (null = known to have no log), so appends and `end` need not
+   * read it back: reading it was most of the database work of a task without output. Dropped at `end`.
+   */
+  readonly #known = new Map<string, TaskLogMeta | null>();
 
   constructor(db: LevelLike, options: TaskLogStoreOptions = {}) {
     this.maxBytesPerTask = options.maxBytesPerTask ?? 4 * 1024 * 1024;
@@ -105,7 +113,7 @@ export class TaskLogStore {
   append(taskId: string, stream: 'stdout' | 'stderr', data: Uint8Array, at = Date.now()): Promise<void> {
     validTaskId(taskId);
     return this.#serial(taskId, async () => {
-      const meta = (await this.#meta.get(taskId)) ?? {
+      const meta = (await this.#currentMeta(taskId)) ?? {
         firstSeq: 0,
         nextSeq: 0,
         bytes: 0,
@@ -119,6 +127,8 @@ export class TaskLogStore {
         meta.droppedBytes += payload.byteLength - this.maxBytesPerTask;
         payload = payload.subarray(payload.byteLength - this.maxBytesPerTask);
       }
+      // A chained batch does not wait for the database to open (a get did, before the meta was remembered).
+      if (this.#root.status !== 'open') await this.#root.open();
       const batch = this.#root.batch();
       batch.put(chunkKey(taskId, meta.nextSeq), encodeChunk(stream, at, payload), {
         sublevel: this.#chunks as never,
@@ -141,6 +151,7 @@ export class TaskLogStore {
       }
       batch.put(taskId, meta, { sublevel: this.#meta as never });
       await batch.write();
+      this.#remember(taskId, { ...meta });
       this.#wake(taskId);
     });
   }
@@ -149,7 +160,7 @@ export class TaskLogStore {
   end(taskId: string): Promise<void> {
     validTaskId(taskId);
     return this.#serial(taskId, async () => {
-      const meta = (await this.#meta.get(taskId)) ?? {
+      const meta = (await this.#currentMeta(taskId)) ?? {
         firstSeq: 0,
         nextSeq: 0,
         bytes: 0,
@@ -158,6 +169,7 @@ export class TaskLogStore {
       };
       meta.ended = true;
       await this.#meta.put(taskId, meta);
+      this.#known.delete(taskId);
       this.#wake(taskId);
     });
   }
@@ -240,8 +252,31 @@ export class TaskLogStore {
       if ((await this.#meta.get(taskId)) !== undefined)
         await this.#chunks.clear({ gte: chunkKey(taskId, 0), lte: `${taskId}\x00g` });
       await this.#meta.del(taskId);
+      this.#remember(taskId, null);
       this.#wake(taskId);
     });
+  }
+
+  /**
+   * Tells the store that `taskId` has no stored log (the caller knows: e.g. a task's first attempt), so its
+   * first append and its end skip reading the meta record.
+   */
+  markFresh(taskId: string): void {
+    validTaskId(taskId);
+    this.#remember(taskId, null);
+  }
+
+  async #currentMeta(taskId: string): Promise<TaskLogMeta | null> {
+    const known = this.#known.get(taskId);
+    if (known !== undefined) return known === null ? null : { ...known };
+    return (await this.#meta.get(taskId)) ?? null;
+  }
+
+  #remember(taskId: string, meta: TaskLogMeta | null): void {
+    this.#known.delete(taskId);
+    this.#known.set(taskId, meta);
+    // Bounded: tasks whose end never came (a crash of the run) fall out oldest first.
+    while (this.#known.size > MAX_KNOWN_META) this.#known.delete(this.#known.keys().next().value!);
   }
 
   #serial(taskId: string, fn: () => Promise<void>): Promise<void> {
