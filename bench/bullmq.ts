@@ -7,8 +7,9 @@
  *
  * Measured: submission rate (tasks/s from the first submit until every batch is accepted) and end-to-end rate
  * (tasks/s from the first submit until every task has completed). Not equal work: every meshrun task is
- * replicated through Raft (submit, assign, started and finished commands, each committed on a majority with
- * fsync) and runs a real WASI module in a fresh worker thread, where BullMQ keeps one copy in Redis memory.
+ * replicated through Raft (its submit, assign, start and finish commands, grouped into log entries and each
+ * committed on a majority with fsync) and runs a real WASI module on a worker-thread pool, where BullMQ keeps
+ * one copy in Redis memory.
  * To show where meshrun's time goes, the daemons' CPU time (from /proc) and the per-task phases (queued →
  * started → ended, from `jobs.get`) are reported too. BENCH_PROFILE=DIR writes V8 CPU profiles of the daemons
  * there (use a small BENCH_TASKS: every WASM worker thread writes its own profile).
@@ -348,7 +349,7 @@ export async function benchBullmq(): Promise<Record<string, unknown>> {
   return {
     tasks: TASKS,
     submitBatch: SUBMIT_BATCH,
-    note: 'every meshrun task is replicated through Raft (submit, assign, started, finished: fsynced majority commits) and runs a real no-op WASI module in a fresh worker thread; BullMQ keeps one in-memory copy in Redis and calls an empty function',
+    note: 'every meshrun task is replicated through Raft (submit, assign, start, finish: grouped, fsynced majority commits) and runs a real no-op WASI module on a worker-thread pool; BullMQ keeps one in-memory copy in Redis and calls an empty function',
     bullmqConcurrency: BULLMQ_CONCURRENCY,
     meshrunConcurrencyPerNode: MESH_CONCURRENCY,
     bullmqSubmitPerSec: bull.submitPerSec,
