@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Level } from 'level';
-import type { RaftTransport, StateMachine } from './driver.ts';
+import type { RaftDriverOptions, RaftTransport, StateMachine } from './driver.ts';
 import { coalesceAppends, RaftDriver, RaftDriverError } from './driver.ts';
 import { LevelRaftStorage } from './level-storage.ts';
 import type { Entry, Message, NodeId } from './types.ts';
@@ -87,7 +87,13 @@ interface Member {
   driver: RaftDriver;
 }
 
-async function start(hub: MemoryHub, id: NodeId, dir: string, bootstrap: boolean): Promise<Member> {
+async function start(
+  hub: MemoryHub,
+  id: NodeId,
+  dir: string,
+  bootstrap: boolean,
+  overrides: Partial<RaftDriverOptions> = {},
+): Promise<Member> {
   const db = new Level<string, Uint8Array>(dir, { keyEncoding: 'utf8', valueEncoding: 'view' });
   const kv = new Kv();
   const driver = await RaftDriver.open({
@@ -101,6 +107,7 @@ async function start(hub: MemoryHub, id: NodeId, dir: string, bootstrap: boolean
     snapshotEvery: 20,
     keepEntries: 5,
     defaultTimeoutMs: 3000,
+    ...overrides,
   });
   if (bootstrap && driver.isEmpty()) driver.bootstrap({ voters: ids, learners: [] });
   return { id, dir, db, kv, driver };
@@ -348,20 +355,9 @@ describe('RaftDriver commit notifications and lazy commit index', () => {
       const dir = await mkdtemp(join(tmpdir(), `raft-notify-${id}-`));
       dirs.push(dir);
       // Long heartbeat interval: only the (held, then sent) commit notification can tell followers.
-      const db = new Level<string, Uint8Array>(dir, { keyEncoding: 'utf8', valueEncoding: 'view' });
-      const kv = new Kv();
-      const driver = await RaftDriver.open({
-        id,
-        db,
-        transport: hub.transport(id),
-        stateMachine: kv,
-        tickMs: 10,
-        electionTick: 100,
-        heartbeatTick: 50,
-        commitNotifyDelayMs: 5,
-      });
-      if (driver.isEmpty()) driver.bootstrap({ voters: ids, learners: [] });
-      members.push({ id, dir, db, kv, driver });
+      members.push(
+        await start(hub, id, dir, true, { electionTick: 100, heartbeatTick: 50, commitNotifyDelayMs: 5 }),
+      );
     }
     try {
       await waitFor(() => members.some((m) => m.driver.status().state === 'leader'), 10_000, 'a leader');
