@@ -209,8 +209,12 @@ describe('DockerExecutor (real engine)', { skip, concurrency: 6 }, () => {
             })
             .then(async (list) => {
               for (const c of list) {
-                const info = await executor.docker.getContainer(c.Id).inspect();
-                if (info.Config.Cmd?.join(' ') === 'sleep 1')
+                // A container of an earlier test may be going away meanwhile (404): not the one we look for.
+                const info = await executor.docker
+                  .getContainer(c.Id)
+                  .inspect()
+                  .catch(() => null);
+                if (info?.Config.Cmd?.join(' ') === 'sleep 1')
                   inspected = { ...info.HostConfig, User: info.Config.User };
               }
             });

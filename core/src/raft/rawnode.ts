@@ -8,7 +8,6 @@
  */
 import type { RaftConfig } from './raft.ts';
 import { Raft } from './raft.ts';
-import type { RaftStorage } from './storage.ts';
 import type {
   ConfChange,
   ConfState,
@@ -23,24 +22,8 @@ import type {
 } from './types.ts';
 import { encodeConfChange, hardStateEqual, isEmptyHardState, RaftError } from './types.ts';
 
-export interface RawNodeConfig {
-  id: NodeId;
-  storage: RaftStorage;
-  electionTick: number;
-  heartbeatTick: number;
-  rand: () => number;
-  preVote?: boolean;
-  checkQuorum?: boolean;
-  maxSizePerMsg?: number;
-  maxEntriesPerMsg?: number;
-  maxInflight?: number;
-  maxInflightBytes?: number;
-  maxUncommittedSize?: number;
-  maxCommittedSizePerReady?: number;
-  maxPendingReads?: number;
-  snapshotTimeoutTicks?: number;
-  applied?: number;
-}
+/** The same settings as the core's (see RaftConfig for what each means). */
+export type RawNodeConfig = RaftConfig;
 
 export class RawNode {
   readonly raft: Raft;
@@ -49,8 +32,7 @@ export class RawNode {
   private readyPending = false;
 
   constructor(config: RawNodeConfig) {
-    const c: RaftConfig = { ...config };
-    this.raft = new Raft(c);
+    this.raft = new Raft({ ...config });
     this.prevSoftState = this.raft.softState();
     this.prevHardState = this.raft.hardState();
   }
