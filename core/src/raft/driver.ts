@@ -18,9 +18,10 @@
 import { randomUUID } from 'node:crypto';
 import type { LevelRaftStorage, RaftLevelDb } from './level-storage.ts';
 import { LevelRaftStorage as Storage } from './level-storage.ts';
+import { DEFAULTS as RAFT_DEFAULTS } from './raft.ts';
 import { RawNode } from './rawnode.ts';
 import type { ConfChange, ConfState, Entry, HardState, Message, NodeId, Ready, Status } from './types.ts';
-import { decodeConfChange, RaftError } from './types.ts';
+import { decodeConfChange, entrySize, RaftError, sameTermAndVote } from './types.ts';
 
 export interface RaftTransport {
   /**
@@ -262,7 +263,10 @@ export class RaftDriver {
   }
 
   private async handleReady(rd: Ready): Promise<void> {
-    const messages = coalesceAppends(rd.messages);
+    const messages = coalesceAppends(rd.messages, {
+      maxEntries: RAFT_DEFAULTS.maxEntriesPerMsg,
+      maxBytes: this.opts.maxSizePerMsg,
+    });
     // A leader whose term and vote are already durable sends before its own fsync, so its disk write
     // overlaps the followers' (Raft thesis §10.2.1; etcd does the same). Safe because nothing that depends on
     // these entries being on the leader's disk is observed before the save below completes: commits that
@@ -303,15 +307,12 @@ export class RaftDriver {
   }
 
   private onlyCommitMoved(hs: HardState): boolean {
-    const stored = this.storage.hardState();
-    return hs.term === stored.term && hs.vote === stored.vote;
+    return sameTermAndVote(hs, this.storage.hardState());
   }
 
   private leaderMaySendFirst(rd: Ready): boolean {
     if (rd.snapshot || this.node.status().state !== 'leader') return false;
-    if (!rd.hardState) return true;
-    const stored = this.storage.hardState();
-    return rd.hardState.term === stored.term && rd.hardState.vote === stored.vote;
+    return !rd.hardState || this.onlyCommitMoved(rd.hardState);
   }
 
   /**
@@ -621,12 +622,9 @@ export class RaftDriver {
   }
 }
 
-/** A merged append stays as small as one the core would build itself (raft.ts maxSizePerMsg/maxEntriesPerMsg). */
-const COALESCE_LIMITS = { maxEntries: 4096, maxBytes: 1024 * 1024 };
-
 function entryBytes(entries: Entry[]): number {
   let n = 0;
-  for (const e of entries) n += e.data.byteLength;
+  for (const e of entries) n += entrySize(e);
   return n;
 }
 
@@ -639,7 +637,11 @@ function entryBytes(entries: Entry[]): number {
  */
 export function coalesceAppends(
   messages: Message[],
-  limits: { maxEntries: number; maxBytes: number } = COALESCE_LIMITS,
+  // A merged append stays within the bounds the core applies to the appends it builds itself.
+  limits: { maxEntries: number; maxBytes: number } = {
+    maxEntries: RAFT_DEFAULTS.maxEntriesPerMsg,
+    maxBytes: RAFT_DEFAULTS.maxSizePerMsg,
+  },
 ): Message[] {
   if (messages.length < 2) return messages;
   const out: Message[] = [];

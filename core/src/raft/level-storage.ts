@@ -16,7 +16,7 @@ import type { AbstractLevel } from 'abstract-level';
 import type { InitialState, RaftStorage } from './storage.ts';
 import { MemoryStorage } from './storage.ts';
 import type { ConfState, Entry, HardState, Snapshot } from './types.ts';
-import { emptySnapshot } from './types.ts';
+import { emptySnapshot, sameTermAndVote } from './types.ts';
 
 export class RaftStorageCorruptError extends Error {
   readonly key: string;
@@ -289,7 +289,7 @@ export class LevelRaftStorage implements RaftStorage {
       const mustSync =
         entries.length > 0 ||
         snapshot !== undefined ||
-        (hardState !== undefined && (hardState.term !== prev.term || hardState.vote !== prev.vote));
+        (hardState !== undefined && !sameTermAndVote(hardState, prev));
       const ops: BatchOp[] = [];
       // Plan on a scratch copy of the bounds.
       let first = this.mem.firstIndex();

@@ -210,7 +210,12 @@ export function isEmptyHardState(hs: HardState): boolean {
 }
 
 export function hardStateEqual(a: HardState, b: HardState): boolean {
-  return a.term === b.term && a.vote === b.vote && a.commit === b.commit;
+  return sameTermAndVote(a, b) && a.commit === b.commit;
+}
+
+/** True when `a` differs from `b` at most in the commit index (the part that needs no fsync). */
+export function sameTermAndVote(a: HardState, b: HardState): boolean {
+  return a.term === b.term && a.vote === b.vote;
 }
 
 export function isEmptySnapshot(s: Snapshot | undefined): boolean {
