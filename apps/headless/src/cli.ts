@@ -5,7 +5,7 @@
  */
 import { writeNewSubmitterKey } from '@meshrun/core/cluster/submitter-keys.ts';
 import { writeNewClusterKey } from '@meshrun/core/node/cluster-key.ts';
-import { RemoteRpcError } from '@meshrun/core/node/mesh-node.ts';
+import { RemoteRpcError } from '@meshrun/core/node/control-session.ts';
 import type { NodeRow } from '@meshrun/protocol';
 import { Command, Option } from 'commander';
 import { CliError, connectClient, type NodeClient } from './client.ts';

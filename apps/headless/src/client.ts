@@ -15,8 +15,8 @@ import {
   signRequest,
 } from '@meshrun/core/cluster/submitter-keys.ts';
 import { ClusterKeyError, readClusterKey } from '@meshrun/core/node/cluster-key.ts';
-import { ControlSessionClient } from '@meshrun/core/node/control-session.ts';
-import { callControl, RemoteRpcError } from '@meshrun/core/node/mesh-node.ts';
+import { ControlSessionClient, RemoteRpcError } from '@meshrun/core/node/control-session.ts';
+import { callControl } from '@meshrun/core/node/mesh-node.ts';
 import { clusterKeyProtector } from '@meshrun/core/node/private-network.ts';
 import { fromJsonText, toJsonText } from '@meshrun/protocol';
 import { multiaddr } from '@multiformats/multiaddr';
@@ -169,11 +169,7 @@ export class P2pClient implements NodeClient {
   async call(method: string, params: unknown = {}, opts: CallOptions = {}): Promise<unknown> {
     const peerId = await this.#connect();
     if (opts.onItem) return callControl(this.#libp2p, peerId, method, params, opts);
-    this.#session ??= new ControlSessionClient(
-      this.#libp2p,
-      peerIdFromString(peerId),
-      (code, message) => new RemoteRpcError(code, message),
-    );
+    this.#session ??= new ControlSessionClient(this.#libp2p, peerIdFromString(peerId));
     return this.#session.call(method, params, opts);
   }
 

@@ -12,7 +12,12 @@ import { LP_OPTIONS, PROTOCOLS, RPC_ERRORS } from '@meshrun/protocol';
 import { createLibp2p } from 'libp2p';
 import pino from 'pino';
 import { z } from 'zod';
-import { ControlSessionClient, SESSION_LIMITS, serveControlSession } from './control-session.ts';
+import {
+  ControlSessionClient,
+  type RemoteRpcError,
+  SESSION_LIMITS,
+  serveControlSession,
+} from './control-session.ts';
 import { clusterKeyProtector } from './private-network.ts';
 import { RpcFailure, RpcRegistry } from './rpc-registry.ts';
 
@@ -25,14 +30,6 @@ const host = (listen: string[]) =>
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
   });
-
-class RemoteError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string) {
-    super(message);
-    this.code = code;
-  }
-}
 
 describe('control sessions', () => {
   let server: Libp2p;
@@ -72,8 +69,7 @@ describe('control sessions', () => {
     await server?.stop();
   });
 
-  const session = () =>
-    new ControlSessionClient(client, server.getMultiaddrs()[0]!, (code, msg) => new RemoteError(code, msg));
+  const session = () => new ControlSessionClient(client, server.getMultiaddrs()[0]!);
 
   it('answers many concurrent calls on one stream, each with its own result, in completion order', async () => {
     const s = session();
@@ -101,13 +97,13 @@ describe('control sessions', () => {
 
   it('returns remote errors, refuses streaming methods and invalid params, and keeps serving', async () => {
     const s = session();
-    await assert.rejects(s.call('fail', {}), (e: RemoteError) => e.code === RPC_ERRORS.forbidden);
-    await assert.rejects(s.call('logs', {}), (e: RemoteError) => /streams its answer/.test(e.message));
+    await assert.rejects(s.call('fail', {}), (e: RemoteRpcError) => e.code === RPC_ERRORS.forbidden);
+    await assert.rejects(s.call('logs', {}), (e: RemoteRpcError) => /streams its answer/.test(e.message));
     await assert.rejects(
       s.call('echo.wait', { v: 'x' }),
-      (e: RemoteError) => e.code === RPC_ERRORS.badRequest,
+      (e: RemoteRpcError) => e.code === RPC_ERRORS.badRequest,
     );
-    await assert.rejects(s.call('nope', {}), (e: RemoteError) => e.code === RPC_ERRORS.unknownMethod);
+    await assert.rejects(s.call('nope', {}), (e: RemoteRpcError) => e.code === RPC_ERRORS.unknownMethod);
     assert.deepEqual(await s.call('echo.wait', { v: 7, ms: 0 }), { v: 7 });
     await s.close();
   });

@@ -155,14 +155,20 @@ interface Pending {
   timer: NodeJS.Timeout;
 }
 
-/** Raised for an error answer from the remote method (same shape as the per-stream client's error). */
-export type RemoteErrorFactory = (code: string, message: string) => Error;
+/** An error answer from the remote method, on a session or a per-call control stream. */
+export class RemoteRpcError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.name = 'RemoteRpcError';
+    this.code = code;
+  }
+}
 
 /** Client side: one session to one peer, opened on first use and re-opened after it breaks. */
 export class ControlSessionClient {
   readonly #libp2p: Libp2p;
   readonly #target: Multiaddr | PeerId;
-  readonly #remoteError: RemoteErrorFactory;
   readonly #pending = new Map<number, Pending>();
   #nextId = 1;
   #open: Promise<{ stream: Stream; writer: FrameWriter }> | null = null;
@@ -172,10 +178,9 @@ export class ControlSessionClient {
   /** Calls timed out since the last answer on the current stream. */
   #silentTimeouts = 0;
 
-  constructor(libp2p: Libp2p, target: Multiaddr | PeerId, remoteError: RemoteErrorFactory) {
+  constructor(libp2p: Libp2p, target: Multiaddr | PeerId) {
     this.#libp2p = libp2p;
     this.#target = target;
-    this.#remoteError = remoteError;
   }
 
   get pending(): number {
@@ -242,7 +247,7 @@ export class ControlSessionClient {
         this.#pending.delete(res.id);
         clearTimeout(p.timer);
         if (res.ok) p.resolve(res.result);
-        else p.reject(this.#remoteError(res.error.code, res.error.message));
+        else p.reject(new RemoteRpcError(res.error.code, res.error.message));
       }
     } catch (err) {
       this.#broken(stream, err as Error);

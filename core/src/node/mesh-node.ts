@@ -39,7 +39,7 @@ import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p } from 'libp2p';
 import type { Logger } from 'pino';
 import { clusterFingerprint } from './cluster-key.ts';
-import { ControlSessionClient, serveControlSession } from './control-session.ts';
+import { ControlSessionClient, RemoteRpcError, serveControlSession } from './control-session.ts';
 import { clusterKeyProtector } from './private-network.ts';
 import { type RpcContext, RpcRegistry, toErrorOutcome } from './rpc-registry.ts';
 
@@ -464,11 +464,7 @@ export class MeshNode extends EventEmitter {
     if (opts.onItem) return callControl(this.#libp2p, peer, method, params, opts);
     let session = this.#sessions.get(peer);
     if (!session) {
-      session = new ControlSessionClient(
-        this.#libp2p,
-        peerIdFromString(peer),
-        (code, message) => new RemoteRpcError(code, message),
-      );
+      session = new ControlSessionClient(this.#libp2p, peerIdFromString(peer));
       this.#sessions.set(peer, session);
     }
     return session.call(method, params, opts);
@@ -515,15 +511,6 @@ export async function callControl(
     }
   } finally {
     await stream.close().catch(() => stream.abort(new Error('closed')));
-  }
-}
-
-export class RemoteRpcError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string) {
-    super(message);
-    this.name = 'RemoteRpcError';
-    this.code = code;
   }
 }
 

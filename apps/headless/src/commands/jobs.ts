@@ -5,7 +5,7 @@
  * the job, 126 when the command cannot be invoked, 127 when it is not found.
  */
 import { readFile } from 'node:fs/promises';
-import { RemoteRpcError } from '@meshrun/core/node/mesh-node.ts';
+import { RemoteRpcError } from '@meshrun/core/node/control-session.ts';
 import type { Command } from 'commander';
 import YAML from 'yaml';
 import type { CliHelpers } from '../cli.ts';
