@@ -179,11 +179,19 @@ export class JobLogStateMachine {
         ? { kind: 'local', node: w.data.local }
         : { kind: 'signed', signed: w.data.signed! };
     }
+    return this.#applyCommand(cmdRaw, origin, false);
+  }
+
+  /** Validates, authorizes and applies one job command; `batched` commands must need no origin. */
+  #applyCommand(cmdRaw: unknown, origin: Origin, batched: boolean): ApplyResult {
     const parsed = JobCommandSchema.safeParse(cmdRaw);
     if (!parsed.success) return refuse('INVALID', parsed.error.issues[0]?.message ?? 'invalid command');
     const cmd = parsed.data as JobCommandInput;
     // Every node re-checks who may do this, from the log alone: a peer cannot submit in someone's name.
-    const denied = this.#authorize(cmd, origin);
+    const denied =
+      batched && !BATCHABLE_COMMANDS.has(cmd.type)
+        ? `${cmd.type} cannot be batched`
+        : this.#authorize(cmd, origin);
     if (denied) return refuse('INVALID', denied);
     const result = this.machine.applyValid(parsed.data);
     this.applied.emit('applied', cmd, result);
@@ -206,19 +214,7 @@ export class JobLogStateMachine {
         results.push(refuse('INVALID', (err as Error).message));
         continue;
       }
-      const parsed = JobCommandSchema.safeParse(cmdRaw);
-      if (!parsed.success) {
-        results.push(refuse('INVALID', parsed.error.issues[0]?.message ?? 'invalid command'));
-        continue;
-      }
-      const cmd = parsed.data as JobCommandInput;
-      if (!BATCHABLE_COMMANDS.has(cmd.type)) {
-        results.push(refuse('INVALID', `${cmd.type} cannot be batched`));
-        continue;
-      }
-      const result = this.machine.applyValid(parsed.data);
-      this.applied.emit('applied', cmd, result);
-      results.push(result);
+      results.push(this.#applyCommand(cmdRaw, { kind: 'plain' }, true));
     }
     return { ok: true, batch: results };
   }
