@@ -334,17 +334,12 @@ type Snapshot = z.infer<typeof SnapshotSchema>;
 export class JobStateMachine {
   private jobsById = new Map<string, JobRecord>();
   private tasksById = new Map<string, TaskRecord>();
-  /** Queued task ids (any order; `queuedTasks()` sorts by submission). */
-  private queued = new Set<string>();
   /**
-   * Whether `queued` iterates in submission order. New jobs append in order; only a requeue (or a restore)
-   * breaks it, and the next `queuedTasks()` sorts once and restores it: the leader asks for the queue on every
-   * scheduling pass, and sorting 20,000 ids each time was a large share of its CPU.
+   * Queued task ids grouped by job (jobs with none are absent), each set in index order unless the job is in
+   * `unorderedJobs` (a task came back to the queue): the next read sorts that one set once. The leader reads
+   * the queue on every scheduling pass, so it must not sort the whole queue each time.
    */
-  private queuedOrdered = true;
-  /** The same queued ids grouped by job (jobs with none are absent), for bounded scheduling passes. */
   private queuedByJob = new Map<string, Set<string>>();
-  /** Jobs whose queued set may be out of index order (a task came back to the queue). */
   private unorderedJobs = new Set<string>();
   /** Live (assigned or running) task ids per node. */
   private liveByNode = new Map<string, Set<string>>();
@@ -433,10 +428,8 @@ export class JobStateMachine {
     for (let index = 0; index < taskCount; index++) {
       const task = freshTask(job.id, index, cmd.at);
       this.tasksById.set(task.id, task);
-      this.queued.add(task.id);
+      this.enqueue(job.id, task.id, false);
     }
-    if (taskCount > 0)
-      this.queuedByJob.set(job.id, new Set(Array.from({ length: taskCount }, (_, i) => taskIdOf(job.id, i))));
     job.counts.queued = taskCount;
     this.activeTaskTotal += taskCount;
     return { ok: true, effects: [] };
@@ -611,23 +604,37 @@ export class JobStateMachine {
     task.state = next;
     task.updatedAt = at;
     if (prev === 'queued') {
-      this.queued.delete(task.id);
-      const ofJob = this.queuedByJob.get(job.id);
-      ofJob?.delete(task.id);
-      if (ofJob?.size === 0) this.queuedByJob.delete(job.id);
+      const ofJob = this.queuedByJob.get(job.id)!;
+      ofJob.delete(task.id);
+      if (ofJob.size === 0) this.queuedByJob.delete(job.id);
     }
-    if (next === 'queued') {
-      this.queued.add(task.id);
-      this.queuedOrdered = false;
-      let ofJob = this.queuedByJob.get(job.id);
-      if (!ofJob) {
-        ofJob = new Set();
-        this.queuedByJob.set(job.id, ofJob);
-      }
-      ofJob.add(task.id);
-      this.unorderedJobs.add(job.id);
-    }
+    if (next === 'queued') this.enqueue(job.id, task.id, true);
     if (isTerminal(next) && !isTerminal(prev)) this.activeTaskTotal--;
+  }
+
+  private enqueue(jobId: string, taskId: string, outOfOrder: boolean): void {
+    let ofJob = this.queuedByJob.get(jobId);
+    if (!ofJob) {
+      ofJob = new Set();
+      this.queuedByJob.set(jobId, ofJob);
+    }
+    ofJob.add(taskId);
+    if (outOfOrder) this.unorderedJobs.add(jobId);
+  }
+
+  /** Each job's queued ids in index order, jobs in submission order. */
+  private *queueByJob(): Generator<Set<string>> {
+    const jobIds = [...this.queuedByJob.keys()].sort(
+      (a, b) => this.jobsById.get(a)!.seq - this.jobsById.get(b)!.seq,
+    );
+    for (const jobId of jobIds) {
+      let ids = this.queuedByJob.get(jobId)!;
+      if (this.unorderedJobs.delete(jobId)) {
+        ids = new Set([...ids].sort((a, b) => this.tasksById.get(a)!.index - this.tasksById.get(b)!.index));
+        this.queuedByJob.set(jobId, ids);
+      }
+      yield ids;
+    }
   }
 
   private addLive(task: TaskRecord): void {
@@ -778,41 +785,25 @@ export class JobStateMachine {
     return paramsForIndex(this.jobsById.get(task.jobId)!.spec, task.index);
   }
 
-  /** Queued tasks in submission order, shaped for `schedule()`. Tasks of a job share spec objects. */
-  queuedTasks(bound?: { perJob: number; now: number }): QueuedTask[] {
-    if (bound) return this.boundedQueue(bound.perJob, bound.now);
-    if (!this.queuedOrdered) {
-      this.queued = new Set(this.sortBySubmission([...this.queued]));
-      this.queuedOrdered = true;
-    }
-    return [...this.queued].map((id) => this.queuedView(id));
-  }
-
   /**
-   * The first `perJob` tasks of each job that may run now (plus the backing-off ones met on the way, bounded),
-   * jobs in submission order. A pass places at most as many tasks as there are free slots, and the tasks of
-   * one job share shape, submitter and priority, so the scheduler places them front to back: giving it
-   * the first `free slots` of each job places exactly what the whole queue would, without walking 20,000
-   * queued tasks on every pass.
+   * Queued tasks in submission order, shaped for `schedule()`. Tasks of a job share spec objects.
+   *
+   * With `bound`: the first `perJob` tasks of each job that may run now (plus the backing-off ones met on the
+   * way, bounded). A pass places at most as many tasks as there are free slots, and the tasks of one job share
+   * shape, submitter and priority, so the scheduler places them front to back: giving it the first `free
+   * slots` of each job places exactly what the whole queue would, without walking 20,000 queued tasks on
+   * every pass.
    */
-  private boundedQueue(perJob: number, now: number): QueuedTask[] {
-    const jobIds = [...this.queuedByJob.keys()].sort(
-      (a, b) => this.jobsById.get(a)!.seq - this.jobsById.get(b)!.seq,
-    );
+  queuedTasks(bound?: { perJob: number; now: number }): QueuedTask[] {
     const out: QueuedTask[] = [];
-    for (const jobId of jobIds) {
-      let ids = this.queuedByJob.get(jobId)!;
-      if (this.unorderedJobs.has(jobId)) {
-        ids = new Set([...ids].sort((a, b) => this.tasksById.get(a)!.index - this.tasksById.get(b)!.index));
-        this.queuedByJob.set(jobId, ids);
-        this.unorderedJobs.delete(jobId);
-      }
+    for (const ids of this.queueByJob()) {
       let eligible = 0;
       let examined = 0;
       for (const id of ids) {
         out.push(this.queuedView(id));
-        if (this.tasksById.get(id)!.notBefore <= now) eligible++;
-        if (eligible >= perJob || ++examined >= perJob * 4) break;
+        if (!bound) continue;
+        if (this.tasksById.get(id)!.notBefore <= bound.now) eligible++;
+        if (eligible >= bound.perJob || ++examined >= bound.perJob * 4) break;
       }
     }
     return out;
@@ -900,7 +891,7 @@ export class JobStateMachine {
     return {
       jobs: this.jobsById.size,
       tasks: this.tasksById.size,
-      queued: this.queued.size,
+      queued: [...this.queuedByJob.values()].reduce((n, ids) => n + ids.size, 0),
       live,
       activeTasks: this.activeTaskTotal,
       activeJobs: this.activeJobTotal,
@@ -987,7 +978,7 @@ export class JobStateMachine {
         }
         next.tasksById.set(task.id, task);
         job.counts[task.state]++;
-        if (task.state === 'queued') next.queued.add(task.id);
+        if (task.state === 'queued') next.enqueue(j.id, task.id, false);
         if (isLive(task.state)) next.addLive(task);
         if (!isTerminal(task.state)) next.activeTaskTotal++;
       }
@@ -1007,19 +998,8 @@ export class JobStateMachine {
     for (const [id, mode] of snap.nodeModes) next.modes.set(id, mode);
     this.jobsById = next.jobsById;
     this.tasksById = next.tasksById;
-    this.queued = next.queued;
-    this.queuedOrdered = false;
-    this.queuedByJob = new Map();
-    for (const id of this.queued) {
-      const jobId = this.tasksById.get(id)!.jobId;
-      let ofJob = this.queuedByJob.get(jobId);
-      if (!ofJob) {
-        ofJob = new Set();
-        this.queuedByJob.set(jobId, ofJob);
-      }
-      ofJob.add(id);
-    }
-    this.unorderedJobs = new Set(this.queuedByJob.keys());
+    this.queuedByJob = next.queuedByJob;
+    this.unorderedJobs = next.unorderedJobs;
     this.liveByNode = next.liveByNode;
     this.finishedOrder = next.finishedOrder;
     this.finishedTaskTotal = next.finishedTaskTotal;
