@@ -37,14 +37,19 @@ export async function readFrame<S extends z.ZodType>(
   return decode(schema, bytes);
 }
 
+/** Encodes one frame's payload, refusing one larger than `MAX_MESSAGE_BYTES` (the peer would refuse it). */
+export function encodeFrame(value: unknown): Uint8Array {
+  const bytes = encode(value);
+  if (bytes.byteLength > MAX_MESSAGE_BYTES) {
+    throw new ProtocolError('TOO_LARGE', `refusing to send a ${bytes.byteLength}-byte message`);
+  }
+  return bytes;
+}
+
 export async function writeFrame(
   stream: FrameStream,
   value: unknown,
   options?: { signal?: AbortSignal },
 ): Promise<void> {
-  const bytes = encode(value);
-  if (bytes.byteLength > MAX_MESSAGE_BYTES) {
-    throw new ProtocolError('TOO_LARGE', `refusing to send a ${bytes.byteLength}-byte message`);
-  }
-  await stream.write(bytes, options);
+  await stream.write(encodeFrame(value), options);
 }

@@ -12,9 +12,8 @@
 import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface';
 import { lpStream } from '@libp2p/utils';
 import {
-  encode,
+  encodeFrame,
   LP_OPTIONS,
-  MAX_MESSAGE_BYTES,
   PROTOCOLS,
   ProtocolError,
   RPC_ERRORS,
@@ -61,10 +60,7 @@ class FrameWriter {
   /** Queues one frame; throws if the value encodes larger than a frame may be. */
   push(value: unknown): void {
     if (this.#failed) throw this.#failed;
-    const bytes = encode(value);
-    if (bytes.byteLength > MAX_MESSAGE_BYTES)
-      throw new ProtocolError('TOO_LARGE', `refusing to send a ${bytes.byteLength}-byte message`);
-    this.#queue.push(bytes);
+    this.#queue.push(encodeFrame(value));
     if (!this.#writing) void this.#flush();
   }
 
