@@ -113,6 +113,9 @@ export class RaftLog {
 
   /** Term of entry i, or undefined if it is compacted or not present. */
   termOrUndefined(i: number): number | undefined {
+    // Checked first because a follower asks this for every appended entry that is new to it: building the
+    // error (its stack trace) cost more than the rest of handling the append.
+    if (i < this.firstIndex() - 1 || i > this.lastIndex()) return undefined;
     try {
       return this.term(i);
     } catch (err) {
