@@ -3,7 +3,6 @@
  * `--api HOST:PORT` + token), or any peer over libp2p with the cluster key (`--peer MULTIADDR`).
  */
 import { noise } from '@chainsafe/libp2p-noise';
-import { yamux } from '@chainsafe/libp2p-yamux';
 import { identify } from '@libp2p/identify';
 import type { Libp2p } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
@@ -18,6 +17,7 @@ import { ClusterKeyError, readClusterKey } from '@meshrun/core/node/cluster-key.
 import { ControlSessionClient, RemoteRpcError } from '@meshrun/core/node/control-session.ts';
 import { callControl } from '@meshrun/core/node/mesh-node.ts';
 import { clusterKeyProtector } from '@meshrun/core/node/private-network.ts';
+import { meshrunYamux } from '@meshrun/core/node/yamux-muxer.ts';
 import { fromJsonText, toJsonText } from '@meshrun/protocol';
 import { multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p } from 'libp2p';
@@ -139,7 +139,7 @@ export class P2pClient implements NodeClient {
       transports: [tcp()],
       connectionProtector: clusterKeyProtector(psk),
       connectionEncrypters: [noise()],
-      streamMuxers: [yamux()],
+      streamMuxers: [meshrunYamux()],
       services: { identify: identify() },
     });
     return new P2pClient(libp2p, target);

@@ -4,7 +4,6 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { noise } from '@chainsafe/libp2p-noise';
-import { yamux } from '@chainsafe/libp2p-yamux';
 import type { Libp2p } from '@libp2p/interface';
 import { generateKey, preSharedKey } from '@libp2p/pnet';
 import { tcp } from '@libp2p/tcp';
@@ -12,6 +11,7 @@ import { lpStream } from '@libp2p/utils';
 import { encode, PROTOCOLS, RaftMessageSchema, type RaftWireMessage } from '@meshrun/protocol';
 import { createLibp2p } from 'libp2p';
 import pino from 'pino';
+import { meshrunYamux } from '../node/yamux-muxer.ts';
 import { Libp2pRaftTransport } from './raft-transport.ts';
 
 const log = pino({ level: 'silent' });
@@ -22,7 +22,7 @@ async function host(psk: Uint8Array): Promise<Libp2p> {
     transports: [tcp()],
     connectionProtector: preSharedKey({ psk }),
     connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
+    streamMuxers: [meshrunYamux()],
   });
 }
 

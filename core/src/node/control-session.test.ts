@@ -4,7 +4,6 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { noise } from '@chainsafe/libp2p-noise';
-import { yamux } from '@chainsafe/libp2p-yamux';
 import type { Libp2p } from '@libp2p/interface';
 import { tcp } from '@libp2p/tcp';
 import { lpStream } from '@libp2p/utils';
@@ -20,6 +19,7 @@ import {
 } from './control-session.ts';
 import { clusterKeyProtector } from './private-network.ts';
 import { RpcFailure, RpcRegistry } from './rpc-registry.ts';
+import { meshrunYamux } from './yamux-muxer.ts';
 
 const psk = new TextEncoder().encode(`/key/swarm/psk/1.0.0/\n/base16/\n${randomBytes(32).toString('hex')}`);
 const host = (listen: string[]) =>
@@ -28,7 +28,7 @@ const host = (listen: string[]) =>
     transports: [tcp()],
     connectionProtector: clusterKeyProtector(psk),
     connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
+    streamMuxers: [meshrunYamux()],
   });
 
 describe('control sessions', () => {

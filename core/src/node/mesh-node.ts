@@ -8,7 +8,6 @@
 import { EventEmitter } from 'node:events';
 import os from 'node:os';
 import { noise } from '@chainsafe/libp2p-noise';
-import { yamux } from '@chainsafe/libp2p-yamux';
 import { identify } from '@libp2p/identify';
 import type { Connection, Libp2p, PeerId, PrivateKey, Stream } from '@libp2p/interface';
 import { mdns } from '@libp2p/mdns';
@@ -42,6 +41,7 @@ import { clusterFingerprint } from './cluster-key.ts';
 import { ControlSessionClient, RemoteRpcError, serveControlSession } from './control-session.ts';
 import { clusterKeyProtector } from './private-network.ts';
 import { type RpcContext, RpcRegistry, toErrorOutcome } from './rpc-registry.ts';
+import { meshrunYamux } from './yamux-muxer.ts';
 
 export interface MeshNodeOptions {
   privateKey: PrivateKey;
@@ -125,7 +125,7 @@ export class MeshNode extends EventEmitter {
       transports: [tcp()],
       connectionProtector: clusterKeyProtector(this.#opts.clusterKey),
       connectionEncrypters: [noise()],
-      streamMuxers: [yamux()],
+      streamMuxers: [meshrunYamux()],
       peerDiscovery,
       services: { identify: identify(), ping: ping() },
       // libp2p refuses more than 5 inbound connections per second from one IP by default: too few for a lab
