@@ -2,7 +2,8 @@
  * Consensus benchmark, side by side in one run: a 3-member etcd 3.4 cluster on loopback (Debian's etcd-server,
  * driven by the `etcd3` npm client) and a 3-voter meshrun cluster of real daemon processes on loopback (driven
  * over libp2p by the control protocol's `kv.put`), both with fsync on, 256-byte values. Commits/s and p50/p99
- * latency at 1, 100 and 500 concurrent clients, and leader failover time (kill -9 → first new commit).
+ * latency at 1, 100 and 500 concurrent clients after the same untimed warm-up, and leader failover time
+ * (kill -9 → first new commit).
  * Run alone: `npx node bench/raft.ts`.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -17,6 +18,15 @@ import { waitForCluster } from './bullmq.ts';
 
 const CONCURRENCY = [1, 100, 500];
 const PHASE_MS = Number(process.env.BENCH_RAFT_PHASE_MS ?? 5000);
+/**
+ * Untimed load each system gets before its measured phases, the same for both: without it the first phase
+ * measures meshrun's JIT warming up (its 1-client p50 falls by about 40 % over the first 10 s of puts)
+ * rather than its steady state, which is what etcd's compiled binary shows from the start.
+ */
+const WARMUP = [
+  { clients: 1, ms: Number(process.env.BENCH_RAFT_WARMUP_MS ?? 10_000) },
+  { clients: 100, ms: 2000 },
+];
 const VALUE = randomBytes(256);
 
 interface Phase {
@@ -32,11 +42,11 @@ function pct(sorted: number[], p: number): number {
   return Math.round(sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]! * 100) / 100;
 }
 
-/** Runs `clients` loops of back-to-back puts for PHASE_MS; every put is one committed, fsynced write. */
-async function phase(clients: number, put: (key: string) => Promise<void>): Promise<Phase> {
+/** Runs `clients` loops of back-to-back puts for `ms`; every put is one committed, fsynced write. */
+async function phase(clients: number, put: (key: string) => Promise<void>, ms = PHASE_MS): Promise<Phase> {
   const lat: number[] = [];
   let errors = 0;
-  const end = performance.now() + PHASE_MS;
+  const end = performance.now() + ms;
   await Promise.all(
     Array.from({ length: clients }, async (_, c) => {
       for (let i = 0; performance.now() < end; i++) {
@@ -54,7 +64,7 @@ async function phase(clients: number, put: (key: string) => Promise<void>): Prom
   lat.sort((a, b) => a - b);
   return {
     clients,
-    commitsPerSec: Math.round(lat.length / (PHASE_MS / 1000)),
+    commitsPerSec: Math.round(lat.length / (ms / 1000)),
     p50Ms: pct(lat, 50),
     p99Ms: pct(lat, 99),
     errors,
@@ -124,9 +134,10 @@ async function benchEtcd(): Promise<{ phases: Phase[]; failoverMs: number }> {
         await new Promise((r) => setTimeout(r, 100));
       }
     }
+    const put = async (k: string) => void (await client.put(k).value(VALUE));
+    for (const w of WARMUP) await phase(w.clients, put, w.ms);
     const phases: Phase[] = [];
-    for (const n of CONCURRENCY)
-      phases.push(await phase(n, async (k) => void (await client.put(k).value(VALUE))));
+    for (const n of CONCURRENCY) phases.push(await phase(n, put));
     // Find the leader through the maintenance API and kill it.
     let leaderIdx = 0;
     for (let i = 0; i < 3; i++) {
@@ -166,11 +177,10 @@ async function benchMeshrun(): Promise<{ phases: Phase[]; failoverMs: number }> 
     const toLeader = await P2pClient.create(leaderNode.addr, cluster.clusterKey);
     clients.push(toLeader);
     await toLeader.call('kv.put', { key: 'warmup', value: VALUE });
+    const put = async (k: string) => void (await toLeader.call('kv.put', { key: k, value: VALUE }));
+    for (const w of WARMUP) await phase(w.clients, put, w.ms);
     const phases: Phase[] = [];
-    for (const n of CONCURRENCY)
-      phases.push(
-        await phase(n, async (k) => void (await toLeader.call('kv.put', { key: k, value: VALUE }))),
-      );
+    for (const n of CONCURRENCY) phases.push(await phase(n, put));
     const survivors = await Promise.all(
       cluster.nodes.filter((n) => n !== leaderNode).map((n) => P2pClient.create(n.addr, cluster.clusterKey)),
     );
