@@ -8,19 +8,10 @@
  */
 import type { Connection, Libp2p, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
-import { lpStream } from '@libp2p/utils';
-import {
-  decode,
-  encode,
-  LP_OPTIONS,
-  PROTOCOLS,
-  ProtocolError,
-  RAFT_LIMITS,
-  RaftChunkSchema,
-  readFrame,
-} from '@meshrun/protocol';
+import { decode, encode, PROTOCOLS, ProtocolError, RAFT_LIMITS, RaftChunkSchema } from '@meshrun/protocol';
 import type { Logger } from 'pino';
 import { z } from 'zod';
+import { drained, readFrames, sendFrames } from '../node/frame-stream.ts';
 
 /** Messages waiting for one peer; past this, new ones are dropped (Raft retransmits). */
 export const MAX_QUEUED_PER_PEER = 4096;
@@ -28,9 +19,6 @@ export const MAX_QUEUED_PER_PEER = 4096;
 export const MAX_BATCH = 256;
 /** Back-off between attempts to open a stream to an unreachable peer. */
 export const REOPEN_BACKOFF = { initialMs: 100, maxMs: 5000 } as const;
-/** Bytes a receiving stream may buffer before the reader catches up. */
-export const RECEIVE_BUFFER_BYTES = 32 * 1024 * 1024;
-
 export interface WireMessage {
   from: string;
   to: string;
@@ -39,7 +27,6 @@ export interface WireMessage {
 interface Outbound {
   queue: Uint8Array[];
   stream: Stream | null;
-  lp: ReturnType<typeof lpStream> | null;
   sending: boolean;
   failures: number;
   retryAt: number;
@@ -78,7 +65,7 @@ export class Libp2pRaftTransport<M extends WireMessage> {
     if (this.#stopped) return;
     let out = this.#out.get(msg.to);
     if (!out) {
-      out = { queue: [], stream: null, lp: null, sending: false, failures: 0, retryAt: 0 };
+      out = { queue: [], stream: null, sending: false, failures: 0, retryAt: 0 };
       this.#out.set(msg.to, out);
     }
     if (out.queue.length >= MAX_QUEUED_PER_PEER || Date.now() < out.retryAt) {
@@ -110,21 +97,19 @@ export class Libp2pRaftTransport<M extends WireMessage> {
     out.sending = true;
     try {
       while (out.queue.length > 0 && !this.#stopped) {
-        if (!out.lp) {
-          const stream = await this.#libp2p.dialProtocol(peerIdFromString(peer), PROTOCOLS.raft, {
+        let stream = out.stream;
+        if (!stream) {
+          const opened = await this.#libp2p.dialProtocol(peerIdFromString(peer), PROTOCOLS.raft, {
             signal: AbortSignal.timeout(3000),
           });
-          out.stream = stream;
-          out.lp = lpStream(stream, LP_OPTIONS);
-          stream.addEventListener('close', () => {
-            if (out.stream === stream) {
-              out.stream = null;
-              out.lp = null;
-            }
+          stream = opened;
+          out.stream = opened;
+          opened.addEventListener('close', () => {
+            if (out.stream === opened) out.stream = null;
           });
         }
         const batch = out.queue.splice(0, MAX_BATCH);
-        await out.lp.writeV(batch);
+        if (!sendFrames(stream, batch)) await drained(stream);
         out.failures = 0;
       }
     } catch (err) {
@@ -133,7 +118,6 @@ export class Libp2pRaftTransport<M extends WireMessage> {
       out.queue.length = 0;
       out.stream?.abort(err as Error);
       out.stream = null;
-      out.lp = null;
       out.retryAt =
         Date.now() +
         Math.min(REOPEN_BACKOFF.maxMs, REOPEN_BACKOFF.initialMs * 2 ** Math.min(out.failures, 8));
@@ -145,51 +129,44 @@ export class Libp2pRaftTransport<M extends WireMessage> {
 
   async #onStream(stream: Stream, connection: Connection): Promise<void> {
     const from = connection.remotePeer.toString();
-    // Room for a few chunks in flight: the default 4 MiB read buffer would reset the stream mid-snapshot.
-    const lp = lpStream(stream, { ...LP_OPTIONS, maxBufferSize: RECEIVE_BUFFER_BYTES });
+    const self = this.#libp2p.peerId.toString();
     // Reassembly of a chunked message: in order, one at a time per stream, bounded in size.
     let pending: { id: number; total: number; parts: Uint8Array[]; bytes: number } | null = null;
-    try {
-      while (!this.#stopped) {
-        const frame = await readFrame(lp, this.#frameSchema);
-        let msg: M;
-        if ('chunk' in frame) {
-          const c = (frame as { chunk: { id: number; seq: number; total: number; data: Uint8Array } }).chunk;
-          if (c.seq === 0) pending = { id: c.id, total: c.total, parts: [], bytes: 0 };
-          if (
-            !pending ||
-            pending.id !== c.id ||
-            pending.total !== c.total ||
-            c.seq !== pending.parts.length
-          ) {
-            throw new ProtocolError('INVALID', 'raft chunk out of order');
-          }
-          pending.parts.push(c.data);
-          pending.bytes += c.data.byteLength;
-          if (pending.bytes > RAFT_LIMITS.maxSnapshotBytes)
-            throw new ProtocolError('TOO_LARGE', 'chunked raft message too large');
-          if (pending.parts.length < pending.total) continue;
-          msg = decode(this.#schema, Buffer.concat(pending.parts), RAFT_LIMITS.maxSnapshotBytes) as M;
-          pending = null;
-        } else {
-          msg = frame as M;
+    const onFrame = (bytes: Uint8Array) => {
+      if (this.#stopped) return;
+      const frame = decode(this.#frameSchema, bytes);
+      let msg: M;
+      if ('chunk' in frame) {
+        const c = (frame as { chunk: { id: number; seq: number; total: number; data: Uint8Array } }).chunk;
+        if (c.seq === 0) pending = { id: c.id, total: c.total, parts: [], bytes: 0 };
+        if (!pending || pending.id !== c.id || pending.total !== c.total || c.seq !== pending.parts.length) {
+          throw new ProtocolError('INVALID', 'raft chunk out of order');
         }
-        if (msg.from !== from)
-          throw new ProtocolError(
-            'INVALID',
-            `raft message claims to be from ${msg.from} but came from ${from}`,
-          );
-        if (msg.to !== this.#libp2p.peerId.toString()) continue;
-        this.#handler?.(msg);
+        pending.parts.push(c.data);
+        pending.bytes += c.data.byteLength;
+        if (pending.bytes > RAFT_LIMITS.maxSnapshotBytes)
+          throw new ProtocolError('TOO_LARGE', 'chunked raft message too large');
+        if (pending.parts.length < pending.total) return;
+        msg = decode(this.#schema, Buffer.concat(pending.parts), RAFT_LIMITS.maxSnapshotBytes) as M;
+        pending = null;
+      } else {
+        msg = frame as M;
       }
+      if (msg.from !== from)
+        throw new ProtocolError(
+          'INVALID',
+          `raft message claims to be from ${msg.from} but came from ${from}`,
+        );
+      if (msg.to !== self) return;
+      this.#handler?.(msg);
+    };
+    try {
+      await readFrames(stream, onFrame);
+      await stream.close().catch(() => {});
     } catch (err) {
       const e = err as Error;
-      if (e instanceof ProtocolError) {
-        this.#log.warn({ peer: from, err: e.message }, 'rejected raft stream');
-        stream.abort(e);
-      } else {
-        stream.abort(e);
-      }
+      if (e instanceof ProtocolError) this.#log.warn({ peer: from, err: e.message }, 'rejected raft stream');
+      stream.abort(e);
     }
   }
 

@@ -6,27 +6,28 @@
  * Wire: length-prefixed frames. The client sends `{ id, method, params, auth }`; the server answers
  * `{ id, ok, result | error }` in completion order. Every frame is validated by protocol/'s schemas and
  * bounded by the frame limit. Streaming methods (log follow) are refused here: they keep their own stream.
- * The server runs at most `SESSION_LIMITS.maxInFlight` calls of one session at once and stops reading the
- * stream while that many are running, so a client cannot queue unbounded work (backpressure, not errors).
+ * The server runs at most `SESSION_LIMITS.maxInFlight` calls of one session at once; requests past that
+ * wait and the stream is paused (yamux stops granting the client window) until calls finish, so a client
+ * cannot queue unbounded work (backpressure, not errors). Frames are read as they arrive (frame-stream.ts).
  */
 import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface';
-import { lpStream } from '@libp2p/utils';
 import {
+  decode,
   encodeFrame,
-  LP_OPTIONS,
   PROTOCOLS,
   ProtocolError,
   RPC_ERRORS,
-  readFrame,
   SessionRequestSchema,
   SessionResponseSchema,
 } from '@meshrun/protocol';
 import type { Multiaddr } from '@multiformats/multiaddr';
 import type { Logger } from 'pino';
+import type { z } from 'zod';
+import { drained, readFrames, sendFrames } from './frame-stream.ts';
 import type { RpcContext, RpcRegistry } from './rpc-registry.ts';
 
 export const SESSION_LIMITS = {
-  /** Calls of one session running at once on the server; more wait unread in the stream. */
+  /** Calls of one session running at once on the server; more wait, with the stream paused. */
   maxInFlight: 1024,
   /** Calls a client keeps waiting on one session; more are refused at once. */
   maxPending: 10_000,
@@ -46,14 +47,14 @@ export class SessionTimeoutError extends Error {
 
 /** Writes frames in order, batching those queued while a write is in progress. */
 class FrameWriter {
-  readonly #lp: ReturnType<typeof lpStream>;
+  readonly #stream: Stream;
   readonly #queue: Uint8Array[] = [];
   #writing = false;
   #failed: Error | null = null;
   readonly #onError: (err: Error) => void;
 
-  constructor(lp: ReturnType<typeof lpStream>, onError: (err: Error) => void) {
-    this.#lp = lp;
+  constructor(stream: Stream, onError: (err: Error) => void) {
+    this.#stream = stream;
     this.#onError = onError;
   }
 
@@ -67,7 +68,9 @@ class FrameWriter {
   async #flush(): Promise<void> {
     this.#writing = true;
     try {
-      while (this.#queue.length > 0) await this.#lp.writeV(this.#queue.splice(0, SESSION_LIMITS.writeBatch));
+      while (this.#queue.length > 0)
+        if (!sendFrames(this.#stream, this.#queue.splice(0, SESSION_LIMITS.writeBatch)))
+          await drained(this.#stream);
     } catch (err) {
       this.#failed = err as Error;
       this.#queue.length = 0;
@@ -86,14 +89,15 @@ export async function serveControlSession(
   log: Logger,
 ): Promise<void> {
   const remotePeer = connection.remotePeer.toString();
-  const lp = lpStream(stream, LP_OPTIONS);
   const closed = new AbortController();
-  const writer = new FrameWriter(lp, (err) => {
+  const writer = new FrameWriter(stream, (err) => {
     closed.abort(err);
     stream.abort(err);
   });
   let inFlight = 0;
-  let slotFreed: (() => void) | null = null;
+  /** Requests read while `maxInFlight` calls were running; the stream is paused while any wait here. */
+  const backlog: z.infer<typeof SessionRequestSchema>[] = [];
+  let paused = false;
   const answer = (id: number, outcome: Awaited<ReturnType<RpcRegistry['dispatch']>>) => {
     if (closed.signal.aborted) return;
     const frame =
@@ -109,39 +113,56 @@ export async function serveControlSession(
       writer.push({ id, ok: false, error: { code: RPC_ERRORS.internal, message: (err as Error).message } });
     }
   };
-  try {
-    for (;;) {
-      while (inFlight >= SESSION_LIMITS.maxInFlight)
-        await new Promise<void>((r) => {
-          slotFreed = r;
-        });
-      const req = await readFrame(lp, SessionRequestSchema, { signal: closed.signal });
-      if (rpc.isStream(req.method)) {
-        answer(req.id, {
-          kind: 'error',
-          code: RPC_ERRORS.badRequest,
-          message: `${req.method} streams its answer: call it on ${PROTOCOLS.control}`,
-        });
-        continue;
-      }
-      const ctx: RpcContext = { via: 'p2p', remotePeer, auth: req.auth, signal: closed.signal };
-      inFlight += 1;
-      void rpc.dispatch(req.method, req.params, ctx).then((outcome) => {
-        inFlight -= 1;
-        const wake = slotFreed;
-        slotFreed = null;
-        wake?.();
-        answer(req.id, outcome);
+  const start = (req: z.infer<typeof SessionRequestSchema>) => {
+    if (rpc.isStream(req.method)) {
+      answer(req.id, {
+        kind: 'error',
+        code: RPC_ERRORS.badRequest,
+        message: `${req.method} streams its answer: call it on ${PROTOCOLS.control}`,
       });
+      return;
     }
+    const ctx: RpcContext = { via: 'p2p', remotePeer, auth: req.auth, signal: closed.signal };
+    inFlight += 1;
+    void rpc.dispatch(req.method, req.params, ctx).then((outcome) => {
+      inFlight -= 1;
+      answer(req.id, outcome);
+      startWaiting();
+    });
+  };
+  const startWaiting = () => {
+    while (backlog.length > 0 && inFlight < SESSION_LIMITS.maxInFlight) start(backlog.shift()!);
+    if (paused && backlog.length === 0 && !closed.signal.aborted) {
+      paused = false;
+      try {
+        stream.resume();
+      } catch {
+        // closing meanwhile: nothing more to read
+      }
+    }
+  };
+  try {
+    await readFrames(stream, (bytes) => {
+      const req = decode(SessionRequestSchema, bytes);
+      if (backlog.length === 0 && inFlight < SESSION_LIMITS.maxInFlight) {
+        start(req);
+        return;
+      }
+      backlog.push(req);
+      if (!paused) {
+        paused = true;
+        stream.pause();
+      }
+    });
+    // The client closing its side is the normal end of a session.
+    closed.abort(new Error('session ended'));
+    await stream.close().catch(() => stream.abort(new Error('session ended')));
   } catch (err) {
     const e = err as Error;
-    // The client closing its side ends the read loop: that is the normal end of a session.
     if (e instanceof ProtocolError)
       log.warn({ peer: remotePeer, err: e.message }, 'rejected control session');
     closed.abort(e);
-    if (e instanceof ProtocolError) stream.abort(e);
-    else await stream.close().catch(() => stream.abort(e));
+    stream.abort(e);
   }
 }
 
@@ -221,10 +242,9 @@ export class ControlSessionClient {
       const stream = await this.#libp2p.dialProtocol(this.#target, PROTOCOLS.controlSession, {
         signal: AbortSignal.timeout(Math.min(timeoutMs, 10_000)),
       });
-      const lp = lpStream(stream, LP_OPTIONS);
-      const writer = new FrameWriter(lp, (err) => this.#broken(stream, err));
+      const writer = new FrameWriter(stream, (err) => this.#broken(stream, err));
       this.#stream = stream;
-      void this.#readLoop(stream, lp);
+      void this.#readLoop(stream);
       return { stream, writer };
     })().catch((err) => {
       this.#open = null;
@@ -233,18 +253,19 @@ export class ControlSessionClient {
     return this.#open;
   }
 
-  async #readLoop(stream: Stream, lp: ReturnType<typeof lpStream>): Promise<void> {
+  async #readLoop(stream: Stream): Promise<void> {
     try {
-      for (;;) {
-        const res = await readFrame(lp, SessionResponseSchema);
+      await readFrames(stream, (bytes) => {
+        const res = decode(SessionResponseSchema, bytes);
         this.#silentTimeouts = 0;
         const p = this.#pending.get(res.id);
-        if (!p) continue; // timed out meanwhile
+        if (!p) return; // timed out meanwhile
         this.#pending.delete(res.id);
         clearTimeout(p.timer);
         if (res.ok) p.resolve(res.result);
         else p.reject(new RemoteRpcError(res.error.code, res.error.message));
-      }
+      });
+      this.#broken(stream, new Error('the peer closed the session'));
     } catch (err) {
       this.#broken(stream, err as Error);
     }
