@@ -28,15 +28,18 @@ describe('cluster-key protector', () => {
     const key = randomBytes(32);
     const nonce = randomBytes(24);
     const data = randomBytes(300_000);
-    const reference = xsalsa20Wasm(nonce, key).update(data);
-    const ours = new XorStream(key, nonce);
-    const parts: Uint8Array[] = [];
-    for (let i = 0; i < data.length; ) {
-      const n = 1 + ((i * 7919) % 70_000);
-      parts.push(ours.update(data.subarray(i, i + n)));
-      i += n;
+    const reference = Buffer.from(xsalsa20Wasm(nonce, key).update(data));
+    // Large chunks, chunks around the size where XorStream switches method, and small ones.
+    for (const largest of [70_000, 1500, 100]) {
+      const ours = new XorStream(key, nonce);
+      const parts: Uint8Array[] = [];
+      for (let i = 0; i < data.length; ) {
+        const n = 1 + ((i * 7919) % largest);
+        parts.push(ours.update(data.subarray(i, i + n)));
+        i += n;
+      }
+      assert.ok(Buffer.concat(parts).equals(reference), `chunks up to ${largest} bytes`);
     }
-    assert.ok(Buffer.concat(parts).equals(Buffer.from(reference)));
   });
 
   it('interoperates with @libp2p/pnet and survives many connections exchanging large messages', async () => {
