@@ -2,7 +2,6 @@
  * How the CLI reaches a node: the local daemon's HTTP API (found through the data dir's api.json, or
  * `--api HOST:PORT` + token), or any peer over libp2p with the cluster key (`--peer MULTIADDR`).
  */
-import { noise } from '@chainsafe/libp2p-noise';
 import { identify } from '@libp2p/identify';
 import type { Libp2p } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
@@ -16,6 +15,7 @@ import {
 import { ClusterKeyError, readClusterKey } from '@meshrun/core/node/cluster-key.ts';
 import { ControlSessionClient, RemoteRpcError } from '@meshrun/core/node/control-session.ts';
 import { callControl } from '@meshrun/core/node/mesh-node.ts';
+import { meshrunNoise } from '@meshrun/core/node/noise-encrypter.ts';
 import { clusterKeyProtector } from '@meshrun/core/node/private-network.ts';
 import { meshrunYamux } from '@meshrun/core/node/yamux-muxer.ts';
 import { fromJsonText, toJsonText } from '@meshrun/protocol';
@@ -138,7 +138,7 @@ export class P2pClient implements NodeClient {
       addresses: { listen: [] },
       transports: [tcp()],
       connectionProtector: clusterKeyProtector(psk),
-      connectionEncrypters: [noise()],
+      connectionEncrypters: [meshrunNoise()],
       streamMuxers: [meshrunYamux()],
       services: { identify: identify() },
     });

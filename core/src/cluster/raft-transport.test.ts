@@ -3,7 +3,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { noise } from '@chainsafe/libp2p-noise';
 import type { Libp2p } from '@libp2p/interface';
 import { generateKey, preSharedKey } from '@libp2p/pnet';
 import { tcp } from '@libp2p/tcp';
@@ -11,6 +10,7 @@ import { lpStream } from '@libp2p/utils';
 import { encode, PROTOCOLS, RaftMessageSchema, type RaftWireMessage } from '@meshrun/protocol';
 import { createLibp2p } from 'libp2p';
 import pino from 'pino';
+import { meshrunNoise } from '../node/noise-encrypter.ts';
 import { meshrunYamux } from '../node/yamux-muxer.ts';
 import { Libp2pRaftTransport } from './raft-transport.ts';
 
@@ -21,7 +21,7 @@ async function host(psk: Uint8Array): Promise<Libp2p> {
     addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
     transports: [tcp()],
     connectionProtector: preSharedKey({ psk }),
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [meshrunNoise()],
     streamMuxers: [meshrunYamux()],
   });
 }

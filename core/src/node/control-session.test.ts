@@ -3,7 +3,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { noise } from '@chainsafe/libp2p-noise';
 import type { Libp2p } from '@libp2p/interface';
 import { tcp } from '@libp2p/tcp';
 import { lpStream } from '@libp2p/utils';
@@ -17,6 +16,7 @@ import {
   SESSION_LIMITS,
   serveControlSession,
 } from './control-session.ts';
+import { meshrunNoise } from './noise-encrypter.ts';
 import { clusterKeyProtector } from './private-network.ts';
 import { RpcFailure, RpcRegistry } from './rpc-registry.ts';
 import { meshrunYamux } from './yamux-muxer.ts';
@@ -27,7 +27,7 @@ const host = (listen: string[]) =>
     addresses: { listen },
     transports: [tcp()],
     connectionProtector: clusterKeyProtector(psk),
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [meshrunNoise()],
     streamMuxers: [meshrunYamux()],
   });
 
@@ -126,7 +126,7 @@ describe('control sessions', () => {
     await s.close();
   });
 
-  it('bounds the calls one session runs at once on the server (the rest wait unread)', async () => {
+  it('bounds the calls one session runs at once on the server (the rest wait, the stream paused)', async () => {
     const s = session();
     maxRunning = 0;
     const n = SESSION_LIMITS.maxInFlight + 200;

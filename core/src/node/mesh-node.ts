@@ -7,7 +7,6 @@
  */
 import { EventEmitter } from 'node:events';
 import os from 'node:os';
-import { noise } from '@chainsafe/libp2p-noise';
 import { identify } from '@libp2p/identify';
 import type { Connection, Libp2p, PeerId, PrivateKey, Stream } from '@libp2p/interface';
 import { mdns } from '@libp2p/mdns';
@@ -39,6 +38,7 @@ import { createLibp2p } from 'libp2p';
 import type { Logger } from 'pino';
 import { clusterFingerprint } from './cluster-key.ts';
 import { ControlSessionClient, RemoteRpcError, serveControlSession } from './control-session.ts';
+import { meshrunNoise } from './noise-encrypter.ts';
 import { clusterKeyProtector } from './private-network.ts';
 import { type RpcContext, RpcRegistry, toErrorOutcome } from './rpc-registry.ts';
 import { meshrunYamux } from './yamux-muxer.ts';
@@ -124,7 +124,7 @@ export class MeshNode extends EventEmitter {
       addresses: { listen: this.#opts.listen },
       transports: [tcp()],
       connectionProtector: clusterKeyProtector(this.#opts.clusterKey),
-      connectionEncrypters: [noise()],
+      connectionEncrypters: [meshrunNoise()],
       streamMuxers: [meshrunYamux()],
       peerDiscovery,
       services: { identify: identify(), ping: ping() },

@@ -5,11 +5,11 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server, Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { noise } from '@chainsafe/libp2p-noise';
 import type { Libp2p, Stream } from '@libp2p/interface';
 import { tcp } from '@libp2p/tcp';
 import { multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p } from 'libp2p';
+import { meshrunNoise } from './noise-encrypter.ts';
 import { clusterKeyProtector } from './private-network.ts';
 import { meshrunYamux } from './yamux-muxer.ts';
 
@@ -20,7 +20,7 @@ const host = (listen: string[]) =>
     addresses: { listen },
     transports: [tcp()],
     connectionProtector: clusterKeyProtector(psk),
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [meshrunNoise()],
     streamMuxers: [meshrunYamux()],
   });
 
