@@ -13,7 +13,7 @@ import { tcp } from '@libp2p/tcp';
 import { lpStream } from '@libp2p/utils';
 import { readClusterKey } from '@meshrun/core/node/cluster-key.ts';
 import { type LoopbackCluster, newLoopbackCluster } from '@meshrun/headless/local-cluster.ts';
-import { AdvertisementSchema, encode, MAX_MESSAGE_BYTES, PROTOCOLS } from '@meshrun/protocol';
+import { AdvertisementSchema, encode, framePrefix, MAX_MESSAGE_BYTES, PROTOCOLS } from '@meshrun/protocol';
 import { multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p } from 'libp2p';
 import { z } from 'zod';
@@ -156,7 +156,7 @@ describe('foundation on loopback', () => {
           bytes: encode({ method: 'nodes', params: { x: 'y'.repeat(50) } }).subarray(0, 20),
         },
         { name: 'wrong shape', bytes: encode({ hello: 'world', adverts: 'nope', method: 12 }) },
-        { name: 'oversized length prefix', bytes: encodeVarint(MAX_MESSAGE_BYTES + 10), raw: true },
+        { name: 'oversized length prefix', bytes: framePrefix(MAX_MESSAGE_BYTES + 10), raw: true },
         {
           name: 'huge varint',
           bytes: new Uint8Array([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
@@ -277,17 +277,6 @@ describe('daemon start-up errors', () => {
     assert.match(r.stderr, /voters/);
   });
 });
-
-function encodeVarint(n: number): Uint8Array {
-  const out: number[] = [];
-  let v = n;
-  while (v >= 0x80) {
-    out.push((v & 0x7f) | 0x80);
-    v = Math.floor(v / 128);
-  }
-  out.push(v);
-  return new Uint8Array(out);
-}
 
 describe('Node version guard', () => {
   it('the meshrun binary refuses an old Node with a clear message (no deep libp2p failure)', async (t) => {

@@ -5,7 +5,6 @@
 import { identify } from '@libp2p/identify';
 import type { Libp2p } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
-import { tcp } from '@libp2p/tcp';
 import {
   canonicalParams,
   readSubmitterKey,
@@ -14,10 +13,8 @@ import {
 } from '@meshrun/core/cluster/submitter-keys.ts';
 import { ClusterKeyError, readClusterKey } from '@meshrun/core/node/cluster-key.ts';
 import { ControlSessionClient, RemoteRpcError } from '@meshrun/core/node/control-session.ts';
+import { meshrunStack } from '@meshrun/core/node/host-stack.ts';
 import { callControl } from '@meshrun/core/node/mesh-node.ts';
-import { meshrunNoise } from '@meshrun/core/node/noise-encrypter.ts';
-import { clusterKeyProtector } from '@meshrun/core/node/private-network.ts';
-import { meshrunYamux } from '@meshrun/core/node/yamux-muxer.ts';
 import { fromJsonText, toJsonText } from '@meshrun/protocol';
 import { multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p } from 'libp2p';
@@ -136,10 +133,7 @@ export class P2pClient implements NodeClient {
     }
     const libp2p = await createLibp2p({
       addresses: { listen: [] },
-      transports: [tcp()],
-      connectionProtector: clusterKeyProtector(psk),
-      connectionEncrypters: [meshrunNoise()],
-      streamMuxers: [meshrunYamux()],
+      ...meshrunStack(psk),
       services: { identify: identify() },
     });
     return new P2pClient(libp2p, target);

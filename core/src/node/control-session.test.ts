@@ -4,7 +4,6 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import type { Libp2p } from '@libp2p/interface';
-import { tcp } from '@libp2p/tcp';
 import { lpStream } from '@libp2p/utils';
 import { LP_OPTIONS, PROTOCOLS, RPC_ERRORS } from '@meshrun/protocol';
 import { createLibp2p } from 'libp2p';
@@ -16,19 +15,14 @@ import {
   SESSION_LIMITS,
   serveControlSession,
 } from './control-session.ts';
-import { meshrunNoise } from './noise-encrypter.ts';
-import { clusterKeyProtector } from './private-network.ts';
+import { meshrunStack } from './host-stack.ts';
 import { RpcFailure, RpcRegistry } from './rpc-registry.ts';
-import { meshrunYamux } from './yamux-muxer.ts';
 
 const psk = new TextEncoder().encode(`/key/swarm/psk/1.0.0/\n/base16/\n${randomBytes(32).toString('hex')}`);
 const host = (listen: string[]) =>
   createLibp2p({
     addresses: { listen },
-    transports: [tcp()],
-    connectionProtector: clusterKeyProtector(psk),
-    connectionEncrypters: [meshrunNoise()],
-    streamMuxers: [meshrunYamux()],
+    ...meshrunStack(psk),
   });
 
 describe('control sessions', () => {

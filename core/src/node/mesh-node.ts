@@ -12,7 +12,6 @@ import type { Connection, Libp2p, PeerId, PrivateKey, Stream } from '@libp2p/int
 import { mdns } from '@libp2p/mdns';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { ping } from '@libp2p/ping';
-import { tcp } from '@libp2p/tcp';
 import { lpStream } from '@libp2p/utils';
 import {
   ADVERT_DOMAIN,
@@ -38,10 +37,8 @@ import { createLibp2p } from 'libp2p';
 import type { Logger } from 'pino';
 import { clusterFingerprint } from './cluster-key.ts';
 import { ControlSessionClient, RemoteRpcError, serveControlSession } from './control-session.ts';
-import { meshrunNoise } from './noise-encrypter.ts';
-import { clusterKeyProtector } from './private-network.ts';
+import { meshrunStack } from './host-stack.ts';
 import { type RpcContext, RpcRegistry, toErrorOutcome } from './rpc-registry.ts';
-import { meshrunYamux } from './yamux-muxer.ts';
 
 export interface MeshNodeOptions {
   privateKey: PrivateKey;
@@ -122,10 +119,7 @@ export class MeshNode extends EventEmitter {
     this.#libp2p = await createLibp2p({
       privateKey: this.#opts.privateKey,
       addresses: { listen: this.#opts.listen },
-      transports: [tcp()],
-      connectionProtector: clusterKeyProtector(this.#opts.clusterKey),
-      connectionEncrypters: [meshrunNoise()],
-      streamMuxers: [meshrunYamux()],
+      ...meshrunStack(this.#opts.clusterKey),
       peerDiscovery,
       services: { identify: identify(), ping: ping() },
       // libp2p refuses more than 5 inbound connections per second from one IP by default: too few for a lab

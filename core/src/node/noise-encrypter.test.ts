@@ -5,14 +5,12 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, describe, it } from 'node:test';
 import type { Libp2p } from '@libp2p/interface';
-import { tcp } from '@libp2p/tcp';
 import { LengthPrefixedDecoder } from '@libp2p/utils';
 import fc from 'fast-check';
 import { createLibp2p } from 'libp2p';
 import { Uint8ArrayList } from 'uint8arraylist';
-import { meshrunNoise, noiseConnectionsTuned, noiseFrameLength } from './noise-encrypter.ts';
-import { clusterKeyProtector } from './private-network.ts';
-import { meshrunYamux } from './yamux-muxer.ts';
+import { meshrunStack } from './host-stack.ts';
+import { noiseConnectionsTuned, noiseFrameLength } from './noise-encrypter.ts';
 
 describe('noise length decoder', () => {
   it('splits frames like a throwing decoder, however the bytes are chunked', () => {
@@ -59,10 +57,7 @@ describe('noise length decoder', () => {
       const host = async (listen: string[]) => {
         const h = await createLibp2p({
           addresses: { listen },
-          transports: [tcp()],
-          connectionProtector: clusterKeyProtector(psk),
-          connectionEncrypters: [meshrunNoise()],
-          streamMuxers: [meshrunYamux()],
+          ...meshrunStack(psk),
         });
         hosts.push(h);
         return h;

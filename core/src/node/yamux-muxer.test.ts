@@ -6,22 +6,16 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type Server, Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { Libp2p, Stream } from '@libp2p/interface';
-import { tcp } from '@libp2p/tcp';
 import { multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p } from 'libp2p';
-import { meshrunNoise } from './noise-encrypter.ts';
-import { clusterKeyProtector } from './private-network.ts';
-import { meshrunYamux } from './yamux-muxer.ts';
+import { meshrunStack } from './host-stack.ts';
 
 const PROTOCOL = '/meshrun/test/yamux-window/1.0.0';
 const psk = new TextEncoder().encode(`/key/swarm/psk/1.0.0/\n/base16/\n${randomBytes(32).toString('hex')}`);
 const host = (listen: string[]) =>
   createLibp2p({
     addresses: { listen },
-    transports: [tcp()],
-    connectionProtector: clusterKeyProtector(psk),
-    connectionEncrypters: [meshrunNoise()],
-    streamMuxers: [meshrunYamux()],
+    ...meshrunStack(psk),
   });
 
 /** Relays one TCP connection to `port` and counts the bytes flowing back to the dialer. */
