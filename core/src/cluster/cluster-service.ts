@@ -37,6 +37,8 @@ export interface ConsensusDriver {
   proposeConfChange(cc: ConfChange, opts?: { timeoutMs?: number }): Promise<void>;
   read(opts?: { timeoutMs?: number }): Promise<void>;
   status(): Status;
+  /** Peers a Raft message arrived from in the last `ms` milliseconds (RaftDriver.heardWithin). */
+  heardWithin(ms: number): Set<string>;
   transferLeadership(to: string): void;
   stop(): Promise<void>;
 }
@@ -59,6 +61,13 @@ export interface ClusterServiceOptions {
 /** How often an undecided node re-evaluates formation, and the leader runs autopilot. */
 export const FORMATION_INTERVAL_MS = 500;
 export const AUTOPILOT_INTERVAL_MS = 1000;
+/**
+ * A member counts as reachable (autopilot) and alive (the jobs service) while a Raft message from it arrived
+ * this recently. Followers answer the leader's heartbeats several times a second; two seconds leaves room for a
+ * loaded machine without hiding a node that is really gone for long (autopilot and the jobs TTL add their own
+ * waits on top).
+ */
+export const RAFT_CONTACT_MS = 2000;
 /** A bootstrap decision must be the same this many formation rounds in a row before a node acts on it. */
 export const BOOTSTRAP_STABLE_ROUNDS = 3;
 const CLUSTER_ID_KEY = 'cluster/id';
@@ -496,10 +505,11 @@ export class ClusterService implements CommandLog {
     if (s.state !== 'leader') return;
     const connected = new Set(this.#o.node.peers().map((p) => p.peerId));
     connected.add(s.id);
+    const heard = this.#o.driver.heardWithin(RAFT_CONTACT_MS);
     const health = new Map<string, { alive: boolean; lastContactTicks: number; matchIndex: number }>();
     const now = Date.now();
     for (const [id, p] of Object.entries(s.progress)) {
-      const reachable = id === s.id || (connected.has(id) && p.recentActive);
+      const reachable = id === s.id || (connected.has(id) && heard.has(id));
       if (reachable) this.#unreachableSince.delete(id);
       else if (!this.#unreachableSince.has(id)) this.#unreachableSince.set(id, now);
       // A voter counts as dead only after a while: a restart must not cost a node its seat (removed IDs
@@ -604,9 +614,8 @@ export class ClusterService implements CommandLog {
   activeMembers(): string[] {
     if (!this.isLeader()) return [];
     const { progress, id } = this.#o.driver.status();
-    return Object.entries(progress)
-      .filter(([peer, p]) => peer !== id && p.recentActive)
-      .map(([peer]) => peer);
+    const heard = this.#o.driver.heardWithin(RAFT_CONTACT_MS);
+    return Object.keys(progress).filter((peer) => peer !== id && heard.has(peer));
   }
 
   // ---- RPC ---------------------------------------------------------------------------------------------

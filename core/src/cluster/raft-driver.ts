@@ -48,6 +48,7 @@ export async function openConsensusDriver(o: OpenConsensusOptions): Promise<Cons
     },
     read: (opts) => driver.read(opts),
     status: () => driver.status(),
+    heardWithin: (ms) => driver.heardWithin(ms),
     transferLeadership: (to) => void driver.transferLeadership(to).catch(() => {}),
     stop: async () => {
       await driver.stop();

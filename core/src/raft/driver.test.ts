@@ -199,6 +199,30 @@ describe('RaftDriver (3 nodes, in-memory transport, level on disk)', () => {
     }
   });
 
+  it('heardWithin lists the peers that sent a message lately, and drops one that went quiet', async () => {
+    const hub = new MemoryHub();
+    const members: Member[] = [];
+    for (const id of ids) {
+      const dir = await mkdtemp(join(tmpdir(), `raft-driver-heard-${id}-`));
+      dirs.push(dir);
+      members.push(await start(hub, id, dir, true));
+    }
+    try {
+      await waitFor(() => members.some((m) => m.driver.status().state === 'leader'), 5000, 'a leader');
+      const leader = members.find((m) => m.driver.status().state === 'leader')!;
+      const [quiet, other] = members.filter((m) => m !== leader);
+      // Heartbeats every 10 ms tick: both followers answer well within 200 ms.
+      await waitFor(() => leader.driver.heardWithin(200).size === 2, 2000, 'both followers heard');
+      hub.down.add(quiet!.id);
+      await new Promise((r) => setTimeout(r, 400));
+      const heard = leader.driver.heardWithin(200);
+      assert.ok(!heard.has(quiet!.id), 'a cut-off follower is not heard');
+      assert.ok(heard.has(other!.id), 'the other follower still is');
+    } finally {
+      for (const m of members) await stopMember(m);
+    }
+  });
+
   it('rejects proposals without a leader and after stop', async () => {
     const hub = new MemoryHub();
     const dir = await mkdtemp(join(tmpdir(), 'raft-driver-lone-'));

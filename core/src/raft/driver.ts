@@ -138,6 +138,8 @@ export class RaftDriver {
   private rerun = false;
   /** Commit-only appends waiting to be sent, per follower (see sendOne). */
   private readonly held = new Map<NodeId, { msg: Message; timer: NodeJS.Timeout }>();
+  /** When a message from each peer last arrived (Date.now()): see heardWithin. */
+  private readonly heardAt = new Map<NodeId, number>();
   /** Latest hard state whose only change is the commit index, not yet written (see handleReady). */
   private lazyHardState: HardState | undefined;
   private readonly proposals = new Map<string, Waiter<{ index: number; result: unknown }>>();
@@ -197,6 +199,19 @@ export class RaftDriver {
     return d;
   }
 
+  /**
+   * Peers a message arrived from in the last `ms` milliseconds. This is what liveness checks above Raft
+   * should read, not the progress' `recentActive`: the leader clears that flag for everyone at every
+   * election-timeout tick, and a check sampling it from another timer can land right after the clearing
+   * every time when the event loop is late (timers due together run in order), so live peers looked silent
+   * to autopilot and to the jobs service on a loaded machine.
+   */
+  heardWithin(ms: number, now = Date.now()): Set<NodeId> {
+    const out = new Set<NodeId>();
+    for (const [id, at] of this.heardAt) if (now - at <= ms) out.add(id);
+    return out;
+  }
+
   /** True when this node has no Raft state yet (never bootstrapped nor joined). */
   isEmpty(): boolean {
     return this.storage.lastIndex() === 0 && this.storage.hardState().term === 0;
@@ -210,6 +225,7 @@ export class RaftDriver {
 
   private receive(from: NodeId, msg: Message): void {
     if (this.stopped || msg.from !== from || msg.to !== this.id) return;
+    this.heardAt.set(from, Date.now());
     try {
       this.node.step(msg);
     } catch (err) {
