@@ -113,6 +113,23 @@ async function start(
   return { id, dir, db, kv, driver };
 }
 
+/** The three members p1-p3, each on its own new data dir, bootstrapped together. */
+async function startThree(hub: MemoryHub, dirPrefix: string): Promise<Member[]> {
+  const members: Member[] = [];
+  for (const id of ids) {
+    const dir = await mkdtemp(join(tmpdir(), `${dirPrefix}-${id}-`));
+    dirs.push(dir);
+    members.push(await start(hub, id, dir, true));
+  }
+  return members;
+}
+
+/** Waits for one of `members` to lead and returns it. */
+async function electedLeader(members: Member[]): Promise<Member> {
+  await waitFor(() => members.some((m) => m.driver.status().state === 'leader'), 5000, 'a leader');
+  return members.find((m) => m.driver.status().state === 'leader')!;
+}
+
 async function stopMember(m: Member): Promise<void> {
   await m.driver.stop();
   await m.db.close();
@@ -121,15 +138,9 @@ async function stopMember(m: Member): Promise<void> {
 describe('RaftDriver (3 nodes, in-memory transport, level on disk)', () => {
   it('elects a leader, applies proposals made on a follower, serves ReadIndex reads, and a restarted node catches up', async () => {
     const hub = new MemoryHub();
-    const members: Member[] = [];
-    for (const id of ids) {
-      const dir = await mkdtemp(join(tmpdir(), `raft-driver-${id}-`));
-      dirs.push(dir);
-      members.push(await start(hub, id, dir, true));
-    }
+    const members = await startThree(hub, 'raft-driver');
     try {
-      await waitFor(() => members.some((m) => m.driver.status().state === 'leader'), 5000, 'a leader');
-      const leader = members.find((m) => m.driver.status().state === 'leader')!;
+      const leader = await electedLeader(members);
       await waitFor(
         () => members.every((m) => m.driver.status().lead === leader.id),
         3000,
@@ -167,12 +178,7 @@ describe('RaftDriver (3 nodes, in-memory transport, level on disk)', () => {
 
   it('survives the leader stopping, and transfers leadership on request', async () => {
     const hub = new MemoryHub();
-    let members: Member[] = [];
-    for (const id of ids) {
-      const dir = await mkdtemp(join(tmpdir(), `raft-driver-fo-${id}-`));
-      dirs.push(dir);
-      members.push(await start(hub, id, dir, true));
-    }
+    let members = await startThree(hub, 'raft-driver-fo');
     try {
       await waitFor(() => members.some((m) => m.driver.status().state === 'leader'), 5000, 'a leader');
       const first = members.find((m) => m.driver.status().state === 'leader')!;
@@ -201,15 +207,9 @@ describe('RaftDriver (3 nodes, in-memory transport, level on disk)', () => {
 
   it('heardWithin lists the peers that sent a message lately, and drops one that went quiet', async () => {
     const hub = new MemoryHub();
-    const members: Member[] = [];
-    for (const id of ids) {
-      const dir = await mkdtemp(join(tmpdir(), `raft-driver-heard-${id}-`));
-      dirs.push(dir);
-      members.push(await start(hub, id, dir, true));
-    }
+    const members = await startThree(hub, 'raft-driver-heard');
     try {
-      await waitFor(() => members.some((m) => m.driver.status().state === 'leader'), 5000, 'a leader');
-      const leader = members.find((m) => m.driver.status().state === 'leader')!;
+      const leader = await electedLeader(members);
       const [quiet, other] = members.filter((m) => m !== leader);
       // Heartbeats every 10 ms tick: both followers answer well within 200 ms.
       await waitFor(() => leader.driver.heardWithin(200).size === 2, 2000, 'both followers heard');
