@@ -5,20 +5,17 @@
  * small frames and `lpStream.read` awaits once per prefix byte and per payload (see protocol's FrameDecoder).
  */
 import type { Stream } from '@libp2p/interface';
-import { FrameDecoder, framePrefix, MAX_MESSAGE_BYTES } from '@meshrun/protocol';
+import { FrameDecoder, framePrefix } from '@meshrun/protocol';
 import { Uint8ArrayList } from 'uint8arraylist';
 
 /**
  * Calls `onFrame` with each frame's payload, synchronously as the bytes arrive, until the remote side stops
  * writing (resolves) or the stream fails, a prefix is bad or `onFrame` throws (rejects; the caller decides
- * whether to abort the stream). Use `stream.pause()`/`resume()` to stop and restart delivery.
+ * whether to abort the stream). Frames are bounded by the protocol's MAX_MESSAGE_BYTES. Use
+ * `stream.pause()`/`resume()` to stop and restart delivery.
  */
-export function readFrames(
-  stream: Stream,
-  onFrame: (payload: Uint8Array) => void,
-  opts: { maxFrameBytes?: number } = {},
-): Promise<void> {
-  const decoder = new FrameDecoder(opts.maxFrameBytes ?? MAX_MESSAGE_BYTES);
+export function readFrames(stream: Stream, onFrame: (payload: Uint8Array) => void): Promise<void> {
+  const decoder = new FrameDecoder();
   return new Promise<void>((resolve, reject) => {
     let done = false;
     const finish = (err?: Error) => {
