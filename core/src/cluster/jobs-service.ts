@@ -844,19 +844,8 @@ export class JobsService {
       taskCount: j.taskCount,
       counts: j.counts,
     };
-    if (!withTasks) {
-      // How attempts ended, over all tasks: lets a reader check exactly-once without fetching every task.
-      const attemptOutcomes: Record<string, number> = {};
-      if (j.taskCount <= 1000) {
-        for (const t of m.tasksOfJob(jobId)) {
-          for (const a of t.attempts) {
-            const k = a.outcome ?? 'open';
-            attemptOutcomes[k] = (attemptOutcomes[k] ?? 0) + 1;
-          }
-        }
-      }
-      return { ...base, attemptOutcomes };
-    }
+    // How attempts ended, over all tasks: lets a reader check exactly-once without fetching every task.
+    if (!withTasks) return { ...base, attemptOutcomes: j.attemptOutcomes };
     const tasks = m
       .tasksOfJob(jobId)
       .slice(0, JOB_LIMITS.maxTasksPerJob)

@@ -765,6 +765,12 @@ describe('snapshot / restore', () => {
           for (const job of a.jobs()) {
             const total = Object.values(job.counts).reduce((x, y) => x + y, 0);
             assert.equal(total, job.taskCount);
+            // The kept attempt-outcome counts agree with a walk over every attempt.
+            const walked: Record<string, number> = {};
+            for (const t of a.tasksOfJob(job.id))
+              for (const rec of t.attempts)
+                walked[rec.outcome ?? 'open'] = (walked[rec.outcome ?? 'open'] ?? 0) + 1;
+            assert.deepEqual(job.attemptOutcomes, walked);
             for (const t of a.tasksOfJob(job.id)) {
               const live = t.state === 'assigned' || t.state === 'running';
               assert.equal(t.nodeId !== null, live);

@@ -62,6 +62,21 @@ export const STATE_LIMITS = {
 
 const SNAPSHOT_VERSION = 1;
 
+/** Moves one attempt of `job` from one outcome count to another (`from` null: a new attempt). */
+function countAttempt(
+  job: JobRecord,
+  from: keyof AttemptOutcomeCounts | null,
+  to: keyof AttemptOutcomeCounts,
+): void {
+  const c = job.attemptOutcomes;
+  if (from !== null) {
+    const left = (c[from] ?? 1) - 1;
+    if (left > 0) c[from] = left;
+    else delete c[from]; // only outcomes that occur are listed
+  }
+  c[to] = (c[to] ?? 0) + 1;
+}
+
 function corrupt(what: string): ProtocolError {
   return new ProtocolError('INVALID', `inconsistent job state snapshot: ${what}`);
 }
@@ -113,6 +128,8 @@ export interface TaskRecord {
 }
 
 export type TaskCounts = Record<TaskState, number>;
+/** Attempts of a job by how they ended; `open` for attempts not ended yet. */
+export type AttemptOutcomeCounts = Partial<Record<AttemptOutcome | 'open', number>>;
 
 interface JobRecord {
   id: string;
@@ -128,6 +145,8 @@ interface JobRecord {
   cancelledBy: string | null;
   taskCount: number;
   counts: TaskCounts;
+  /** Kept as attempts open and end, so readers checking exactly-once need not walk every task. */
+  attemptOutcomes: AttemptOutcomeCounts;
 }
 
 export interface JobView {
@@ -137,6 +156,7 @@ export interface JobView {
   state: JobState;
   taskCount: number;
   counts: TaskCounts;
+  attemptOutcomes: AttemptOutcomeCounts;
   submittedAt: number;
   startedAt: number | null;
   finishedAt: number | null;
@@ -423,6 +443,7 @@ export class JobStateMachine {
       cancelledBy: null,
       taskCount,
       counts: emptyCounts(),
+      attemptOutcomes: {},
     };
     this.jobsById.set(job.id, job);
     for (let index = 0; index < taskCount; index++) {
@@ -485,6 +506,7 @@ export class JobStateMachine {
       reason: null,
       usage: null,
     });
+    countAttempt(job, null, 'open');
     this.addLive(task);
     job.startedAt ??= cmd.at;
     return { ok: true, effects: [] };
@@ -526,6 +548,7 @@ export class JobStateMachine {
     record.endedAt = cmd.at;
     record.exitCode = cmd.exitCode;
     record.outcome = cmd.outcome;
+    countAttempt(job, 'open', cmd.outcome);
     record.reason = cmd.reason;
     record.usage = cmd.usage;
     task.stdoutTail = cutTail(cmd.stdoutTail);
@@ -547,6 +570,7 @@ export class JobStateMachine {
     const record = this.currentAttempt(task);
     record.endedAt = cmd.at;
     record.outcome = 'lost';
+    countAttempt(job, 'open', 'lost');
     record.reason = cmd.reason;
     this.removeLive(task);
     return { ok: true, effects: this.retryOrFail(job, task, cmd.at) };
@@ -569,6 +593,7 @@ export class JobStateMachine {
         const record = this.currentAttempt(task);
         record.endedAt = cmd.at;
         record.outcome = 'cancelled';
+        countAttempt(job, 'open', 'cancelled');
         record.reason = `job cancelled by ${cmd.by}`;
         effects.push({ type: 'stopTask', taskId: task.id, nodeId: task.nodeId!, attempt: task.attempt });
         this.removeLive(task);
@@ -726,6 +751,7 @@ export class JobStateMachine {
       state: jobStateOf(job),
       taskCount: job.taskCount,
       counts: { ...job.counts },
+      attemptOutcomes: { ...job.attemptOutcomes },
       submittedAt: job.submittedAt,
       startedAt: job.startedAt,
       finishedAt: job.finishedAt,
@@ -953,6 +979,7 @@ export class JobStateMachine {
         cancelledBy: j.cancelledBy,
         taskCount: taskCountOf(j.spec),
         counts: emptyCounts(),
+        attemptOutcomes: {},
       };
       if (next.jobsById.has(j.id)) throw corrupt(`job ${j.id} twice`);
       next.jobsById.set(job.id, job);
@@ -978,6 +1005,7 @@ export class JobStateMachine {
         }
         next.tasksById.set(task.id, task);
         job.counts[task.state]++;
+        for (const a of task.attempts) countAttempt(job, null, a.outcome ?? 'open');
         if (task.state === 'queued') next.enqueue(j.id, task.id, false);
         if (isLive(task.state)) next.addLive(task);
         if (!isTerminal(task.state)) next.activeTaskTotal++;
