@@ -98,6 +98,32 @@ describe('TaskLogStore (level on disk)', () => {
     assert.deepEqual(seen, ['a', 'b', 'c']);
   });
 
+  it('ends that arrive together share database writes, and each task still reads back ended', async () => {
+    const store = new TaskLogStore(db);
+    const writes: number[] = [];
+    const onWrite = (ops: unknown[]) => writes.push(ops.length);
+    db.on('write', onWrite);
+    const ids = Array.from({ length: 200 }, (_, i) => `t-end-${i}`);
+    try {
+      for (const id of ids) store.markFresh(id);
+      await Promise.all(ids.map((id) => store.end(id)));
+    } finally {
+      db.off('write', onWrite);
+    }
+    for (const id of ids) assert.equal((await store.read(id)).ended, true, `${id} reads back ended`);
+    assert.equal(
+      writes.reduce((a, b) => a + b, 0),
+      ids.length,
+      'one meta record per task',
+    );
+    assert.ok(
+      writes.length <= 3,
+      `200 ends took ${writes.length} writes (the first alone, the rest grouped)`,
+    );
+    // A follower of one of them ends at once.
+    for await (const _ of store.follow(ids[7]!)) assert.fail('no entries expected');
+  });
+
   it('follow() stops on abort, and delete() removes a task', async () => {
     const store = new TaskLogStore(db);
     const ac = new AbortController();

@@ -76,6 +76,8 @@ function validTaskId(taskId: string): void {
 
 /** Meta records of tasks being written kept in memory (see TaskLogStore.#known). */
 const MAX_KNOWN_META = 10_000;
+/** Ended tasks' meta records written in one database batch at most. */
+const MAX_ENDS_PER_WRITE = 1000;
 
 export class TaskLogStore {
   readonly maxBytesPerTask: number;
@@ -91,6 +93,11 @@ export class TaskLogStore {
    * read it back: reading it was most of the database work of a task without output. Dropped at `end`.
    */
   readonly #known = new Map<string, TaskLogMeta | null>();
+
+  /** Ends waiting for the group write in flight (see #putEnded). */
+  readonly #endQueue: { taskId: string; meta: TaskLogMeta; done: () => void; fail: (e: Error) => void }[] =
+    [];
+  #endWriting = false;
 
   constructor(db: LevelLike, options: TaskLogStoreOptions = {}) {
     this.maxBytesPerTask = options.maxBytesPerTask ?? 4 * 1024 * 1024;
@@ -168,7 +175,7 @@ export class TaskLogStore {
         ended: false,
       };
       meta.ended = true;
-      await this.#meta.put(taskId, meta);
+      await this.#putEnded(taskId, meta);
       this.#known.delete(taskId);
       this.#wake(taskId);
     });
@@ -277,6 +284,35 @@ export class TaskLogStore {
     this.#known.set(taskId, meta);
     // Bounded: tasks whose end never came (a crash of the run) fall out oldest first.
     while (this.#known.size > MAX_KNOWN_META) this.#known.delete(this.#known.keys().next().value!);
+  }
+
+  /**
+   * Stores an ended task's meta record. Every task ends with one such write, most of them with no output at
+   * all, so a node finishing hundreds of tasks a second made as many separate database writes: ends that
+   * arrive while a write is in flight go together in the next one (group commit; alone, one waits for nothing).
+   */
+  #putEnded(taskId: string, meta: TaskLogMeta): Promise<void> {
+    return new Promise((done, fail) => {
+      this.#endQueue.push({ taskId, meta, done, fail });
+      if (!this.#endWriting) void this.#writeEnds();
+    });
+  }
+
+  async #writeEnds(): Promise<void> {
+    this.#endWriting = true;
+    try {
+      while (this.#endQueue.length > 0) {
+        const group = this.#endQueue.splice(0, MAX_ENDS_PER_WRITE);
+        try {
+          await this.#meta.batch(group.map((g) => ({ type: 'put', key: g.taskId, value: g.meta })));
+          for (const g of group) g.done();
+        } catch (err) {
+          for (const g of group) g.fail(err as Error);
+        }
+      }
+    } finally {
+      this.#endWriting = false;
+    }
   }
 
   #serial(taskId: string, fn: () => Promise<void>): Promise<void> {
