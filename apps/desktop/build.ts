@@ -21,13 +21,14 @@ const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.
 /** Packages with native bindings: loaded from node_modules at run time, never bundled. */
 const NATIVE_EXTERNALS = ['electron', 'classic-level', 'cpu-features', 'ssh2'];
 /**
- * The WASM executor starts its sandbox as a worker from a sibling source file (`./wasm-worker.ts`). In the
- * bundle that file does not exist, so the worker is bundled as its own entry (out/wasm-worker.js) and the
- * executor's reference is pointed at it. If the reference ever changes, the build fails instead of shipping
- * an app whose WASM tasks cannot start.
+ * The WASM executor starts its sandbox as a worker from a sibling file (`./wasm-worker.js`, plain JavaScript so
+ * that Node needs no type stripping in each worker). The bundle is one file, so the worker is bundled as its own
+ * entry under the same name next to it (out/wasm-worker.js), where the executor's reference, relative to the
+ * bundle, finds it. If the reference ever changes, the build fails instead of shipping an app whose WASM tasks
+ * cannot start.
  */
-const WASM_WORKER_SOURCE = join(here, '../../core/src/executors/wasm-worker.ts');
-const WASM_WORKER_REF = "new URL('./wasm-worker.ts', import.meta.url)";
+const WASM_WORKER_SOURCE = join(here, '../../core/src/executors/wasm-worker.js');
+const WASM_WORKER_REF = "new URL('./wasm-worker.js', import.meta.url)";
 const bundledWasmWorker: esbuild.Plugin = {
   name: 'bundled-wasm-worker',
   setup(build) {
@@ -36,10 +37,7 @@ const bundledWasmWorker: esbuild.Plugin = {
       if (!source.includes(WASM_WORKER_REF)) {
         throw new Error(`${args.path} no longer contains ${WASM_WORKER_REF}; update build.ts`);
       }
-      return {
-        contents: source.replace(WASM_WORKER_REF, "new URL('./wasm-worker.js', import.meta.url)"),
-        loader: 'ts',
-      };
+      return { contents: source, loader: 'ts' };
     });
   },
 };

@@ -169,6 +169,11 @@ describe('WasmExecutor', { concurrency: 4 }, () => {
   });
 });
 
+/** Resolves once cond() holds (checked every 5 ms). */
+async function until(cond: () => boolean): Promise<void> {
+  while (!cond()) await new Promise((r) => setTimeout(r, 5));
+}
+
 /** Runs the leak probe with one byte of stdin; it echoes the byte and exits with its value. */
 async function probe(ex: WasmExecutor, byte: string, extra: Partial<TaskSpec> = {}) {
   const rec = recorder();
@@ -414,6 +419,134 @@ describe('WasmExecutor worker pool', { concurrency: 2 }, () => {
     const stats = ex.poolStats;
     assert.equal(stats.created, 1, 'oom and traps do not cost the worker');
     assert.equal(stats.discarded, 0);
+  });
+
+  it('runs short tasks 16 at a time on a few workers: a task waits for a busy worker rather than start one', async (t) => {
+    // Up to two workers are started for waiting tasks (eagerWorkers), more only when for two looks in a row
+    // (spawnAfterMs apart) every worker ran the same task. A no-op task takes well under a millisecond, but on a
+    // loaded two-core machine GC or the OS scheduler can hold every worker that long now and then: each such
+    // moment may add one worker. Hence "at most 4", not "exactly 2".
+    const ex = new WasmExecutor({ eagerWorkers: 2 });
+    t.after(() => ex.close());
+    let next = 0;
+    const outcomes = new Set<string>();
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (next++ < 320) {
+          const r = await ex.run(wasmSpec('noop'), { policy: basePolicy, onEvent: () => {} });
+          outcomes.add(`${r.outcome} ${r.exitCode}`);
+        }
+      }),
+    );
+    assert.deepEqual([...outcomes], ['exited 0']);
+    const stats = ex.poolStats;
+    assert.equal(stats.tasks, 320);
+    assert.ok(
+      stats.created >= 1 && stats.created <= 4,
+      `${stats.created} workers for 16 no-op tasks at once`,
+    );
+    assert.equal(stats.waiting, 0);
+  });
+
+  it('still runs long tasks all at once: 8 sleeping tasks each get a worker, all started before any ended', async (t) => {
+    const ex = new WasmExecutor({ eagerWorkers: 2 });
+    t.after(() => ex.close());
+    const started: number[] = [];
+    const ended: number[] = [];
+    const results = await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        const r = await ex.run(wasmSpec('sleep'), {
+          policy: basePolicy,
+          onEvent: (e) => {
+            if (e.type === 'started') started.push(performance.now());
+          },
+        });
+        ended.push(performance.now());
+        return r;
+      }),
+    );
+    for (const r of results) assert.equal(r.outcome, 'exited', r.reason);
+    assert.equal(started.length, 8);
+    assert.ok(
+      Math.max(...started) < Math.min(...ended),
+      `last start ${Math.round(Math.max(...started) - Math.min(...started))} ms after the first`,
+    );
+    assert.equal(ex.poolStats.created, 8);
+  });
+
+  it('queues a task while every worker is busy: the wait does not count against its timeout, cancel and close() end it', async (t) => {
+    // One worker, and no other started while it sleeps (the waiting tasks are checked once a minute).
+    const ex = new WasmExecutor({ eagerWorkers: 1, spawnAfterMs: 60_000 });
+    t.after(() => ex.close());
+    const sleepStarted = Promise.withResolvers<void>();
+    const sleeping = ex.run(wasmSpec('sleep'), {
+      policy: basePolicy,
+      onEvent: (e) => {
+        if (e.type === 'started') sleepStarted.resolve();
+      },
+    });
+    await sleepStarted.promise;
+    const queued = ex.run(wasmSpec('noop', { timeoutMs: 300 }), { policy: basePolicy, onEvent: () => {} });
+    const ac = new AbortController();
+    const cancelledEvents: string[] = [];
+    const cancelled = ex.run(wasmSpec('noop'), {
+      policy: basePolicy,
+      signal: ac.signal,
+      onEvent: (e) => cancelledEvents.push(e.type),
+    });
+    await until(() => ex.poolStats.waiting === 2);
+    ac.abort();
+    const c = await cancelled;
+    assert.equal(c.outcome, 'cancelled', c.reason);
+    assert.match(c.reason, /before start/);
+    assert.deepEqual(cancelledEvents, [], 'it never started');
+    assert.equal(ex.poolStats.waiting, 1);
+    assert.equal((await sleeping).outcome, 'exited');
+    const q = await queued;
+    assert.equal(q.outcome, 'exited', `waited ~1 s with a 300 ms timeout: ${q.reason}`);
+    assert.deepEqual([ex.poolStats.created, ex.poolStats.tasks, ex.poolStats.discarded], [1, 2, 0]);
+
+    const sleepStartedAgain = Promise.withResolvers<void>();
+    const running = ex.run(wasmSpec('sleep'), {
+      policy: basePolicy,
+      onEvent: (e) => {
+        if (e.type === 'started') sleepStartedAgain.resolve();
+      },
+    });
+    await sleepStartedAgain.promise;
+    const waiting = ex.run(wasmSpec('noop'), { policy: basePolicy, onEvent: () => {} });
+    await until(() => ex.poolStats.waiting === 1);
+    await ex.close();
+    for (const r of [await waiting, await running]) {
+      assert.equal(r.outcome, 'cancelled', r.reason);
+      assert.match(r.reason, /closed/);
+    }
+    assert.deepEqual([ex.poolStats.idle, ex.poolStats.busy, ex.poolStats.waiting], [0, 0, 0]);
+    assert.equal(
+      (await ex.run(wasmSpec('noop'), { policy: basePolicy, onEvent: () => {} })).outcome,
+      'exited',
+    );
+  });
+
+  it('posts a compiled module to a worker once, and keeps only a few: tasks cycling through more still run their own', async (t) => {
+    const ex = new WasmExecutor({ idleWorkers: 1 });
+    t.after(() => ex.close());
+    const expected: [string, Partial<TaskSpec>, string, number | null][] = [
+      ['hello', {}, 'exited', 0],
+      ['noop', {}, 'exited', 0],
+      ['env-args', {}, 'exited', 7],
+      ['trap', {}, 'error', null],
+      ['leak-probe', { stdin: Buffer.from('L') }, 'exited', 'L'.charCodeAt(0)],
+      ['scratch-probe', { args: ['n'] }, 'exited', 0],
+    ];
+    for (let round = 0; round < 3; round++) {
+      for (const [name, extra, outcome, exitCode] of expected) {
+        const r = await ex.run(wasmSpec(name, extra), { policy: basePolicy, onEvent: () => {} });
+        assert.equal(r.outcome, outcome, `${name}, round ${round}: ${r.reason}`);
+        assert.equal(r.exitCode, exitCode, `${name}, round ${round}`);
+      }
+    }
+    assert.equal(ex.poolStats.created, 1, 'all in one worker');
   });
 
   it('lets idle workers exit after idleWorkerMs, and close() ends running tasks', async (t) => {

@@ -1,16 +1,25 @@
 /**
  * Embedded WASM executor: WASI preview1 modules run with node:wasi in worker threads (no install needed).
  * One preopened scratch dir (/scratch → the worker's own temp dir, empty at every task's start), args, env,
- * stdin, memory cap (module memories patched to max = cap, plus worker heap limits), wall-clock timeout,
- * cancel, scratch quota (polled), output cap. stdout/stderr are streamed as the module writes them.
+ * stdin, memory cap (module memories patched to max = cap, plus worker heap limits), wall-clock timeout
+ * (counted from `started`: waiting for a worker or booting one never counts), cancel, scratch quota (polled),
+ * output cap. stdout/stderr are streamed as the module writes them.
  *
- * Worker threads are pooled: booting one costs ~60 ms of CPU, a no-op task in a warm one ~0.4 ms. Each
- * task still gets a fresh instance and a fresh WASI object there (see wasm-worker.ts); a worker whose task was
+ * Worker threads are pooled: booting one costs ~35 ms of CPU, a no-op task in a warm one ~0.2 ms. Each
+ * task still gets a fresh instance and a fresh WASI object there (see wasm-worker.js); a worker whose task was
  * killed (timeout, cancel, quota, output limit) or that failed is terminated and never reused. Compiled
- * modules are cached (small LRU keyed by content hash and memory cap) and handed to workers by postMessage.
+ * modules are cached (small LRU keyed by content hash and memory cap) and posted to each worker once, then
+ * named by their key.
+ *
+ * The pool grows lazily: a task that finds no idle worker waits (first come, first served) for one to be
+ * released, and a worker is started for it only when waiting would not pay: once it waited spawnAfterMs while
+ * there are fewer workers than eagerWorkers (one per CPU), or when every worker is held by a long or sleeping
+ * task (see WorkerPool). Short tasks, however many at once, then run on about one worker per CPU instead of one
+ * per task: each worker costs a boot (~35 ms of CPU) and its own JIT warm-up, and more threads than cores
+ * running short tasks buy no throughput.
  *
  * Each worker owns a temp dir (meshrun-wasm-<pid>-*, made once) with its scratch dir and a /dev/null
- * descriptor: a task that left them as it found them (the worker says so, see wasm-worker.ts) costs no file
+ * descriptor: a task that left them as it found them (the worker says so, see wasm-worker.js) costs no file
  * system work at all; after one that touched them, had inputs or outputs, the scratch dir is recreated and the
  * descriptor reopened before the worker takes another task; a killed worker's dir is removed with it.
  */
@@ -25,15 +34,20 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { lstat, mkdir, mkdtemp, readdir, readFile, realpath, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { checkPolicy, safeRelativePath } from './policy.ts';
 import type { Executor, ExecutorCaps, RunOptions, TaskFile, TaskResult, TaskSpec } from './types.ts';
 import { capMemory, WASM_PAGE, wasmApi } from './wasm-module.ts';
-import type { WasmWorkerInput, WasmWorkerMessage, WasmWorkerRequest } from './wasm-worker.ts';
+import type {
+  WasmWorkerData,
+  WasmWorkerInput,
+  WasmWorkerMessage,
+  WasmWorkerRequest,
+} from './wasm-worker-protocol.ts';
 
-/** How often the scratch dir's size is checked against the quota. */
+/** How often the scratch dir's size is checked against the quota (only once the task touched it). */
 const SCRATCH_POLL_MS = 250;
 /** The scratch walk stops counting after this many entries (and treats that as over quota). */
 const SCRATCH_MAX_ENTRIES = 10_000;
@@ -46,6 +60,14 @@ const MAX_IDLE_WORKERS = 64;
 /** Compiled modules kept: at most this many, of at most this many source bytes in all. */
 const MODULE_CACHE_ENTRIES = 16;
 const MODULE_CACHE_BYTES = 32 * 1024 * 1024;
+/**
+ * Looks in a row (spawnAfterMs apart) at which every busy worker ran the same task before the pool starts
+ * one more worker for waiting tasks. Two, because one is often a worker held up by GC or the OS scheduler on a
+ * loaded machine, which looks the same as a long task.
+ */
+const STALLED_LOOKS = 2;
+/** Compiled modules each worker keeps (it is told which to drop): a module is posted to a worker once. */
+const WORKER_MODULES = 4;
 
 export interface WasmExecutorOptions {
   /** Parent dir for the workers' temp dirs; os.tmpdir() by default. */
@@ -59,9 +81,21 @@ export interface WasmExecutorOptions {
   idleWorkers?: number;
   /** An idle worker thread exits after this long without a task (default 10 s). */
   idleWorkerMs?: number;
+  /**
+   * A task that finds no idle worker waits for one to be released; after this long (default 2 ms) a new
+   * worker may be started for it (see eagerWorkers). Also how often the pool looks at its workers while tasks
+   * wait. Waiting never counts against a task's timeout.
+   */
+  spawnAfterMs?: number;
+  /**
+   * Up to this many workers (default: os.availableParallelism()), one is started for every task that waited
+   * spawnAfterMs. Beyond, only when every worker is held by a long task (WorkerPool): more threads than CPUs
+   * would not run short tasks any sooner.
+   */
+  eagerWorkers?: number;
 }
 
-/** What the worker pool has done so far (`idle`/`busy`: now). */
+/** What the worker pool has done so far (`idle`/`busy`/`waiting`: now). */
 export interface WasmPoolStats {
   /** Worker threads started. */
   created: number;
@@ -73,6 +107,8 @@ export interface WasmPoolStats {
   retired: number;
   idle: number;
   busy: number;
+  /** Tasks waiting for a worker. */
+  waiting: number;
 }
 
 type StopReason = 'timeout' | 'cancelled' | 'scratch' | 'output' | 'closed';
@@ -116,18 +152,66 @@ interface PooledWorker {
   nullFd: number;
   /** Resolves once the worker is gone and its dir removed (see #dispose). */
   disposed: Promise<void> | null;
+  /** Its `touched` flag (WasmWorkerData): 1 once its current task may have left something in scratch. */
+  touched: Int32Array;
+  /** Its `running` slot (WasmWorkerData): the id of the task it runs now, 0 between tasks. */
+  running: Int32Array;
+  /** Its `ended` count (WasmWorkerData): tasks it has ended. */
+  ended: Int32Array;
+  /** `running` and `ended` at the pool's last look (see WorkerPool.#look). */
+  runningSeen: number;
+  endedSeen: number;
+  /** Keys of the compiled modules it holds, least recently used first (its own copy follows this list). */
+  modules: string[];
+}
+
+/** What a task waiting for a worker gets: one, or why none. */
+type Acquired = PooledWorker | 'cancelled' | 'closed';
+
+interface Waiter {
+  /** When it began to wait (performance.now()). */
+  since: number;
+  /** Called once, after it left the queue: a worker (marked busy), 'cancelled', 'closed', or why none started. */
+  settle(got: Acquired | Error): void;
 }
 
 /**
  * Reusable worker threads, each with its own temp dir. Busy workers keep the process alive (as a running
  * task should); idle ones are unref'd, as are their exit timers, so an idle pool never holds the process open.
+ *
+ * Tasks that find no idle worker wait in a queue; a released worker goes to the first of them. A worker being
+ * started goes, once it runs, to the first waiter (or idle if none waits by then). Workers are started:
+ * - at once, when nothing could ever serve the queue (no worker busy or being started);
+ * - for each waiter that has waited spawnAfterMs, while there are fewer than eagerWorkers;
+ * - beyond that, when the pool is stalled. Every spawnAfterMs while tasks wait, the pool looks at what each
+ *   busy worker runs (in slots the workers write themselves, so an executor thread too busy to handle their
+ *   messages does not make the pool look stalled): stalled = each runs the same task as at the last look.
+ *   After STALLED_LOOKS such looks in a row, one worker is started, because a moment's stall of short tasks
+ *   (GC, the OS scheduler on a loaded machine) looks the same as long tasks and should cost one boot, not
+ *   one per waiting task. Stalled again once that worker runs a task too: the tasks are long (or sleep), and
+ *   a worker is started for every waiting task not yet covered. 8 sleeping tasks all run within about three
+ *   worker boots of their submission.
  */
 class WorkerPool {
   readonly #idle: PooledWorker[] = [];
   readonly #busy = new Set<PooledWorker>();
+  /** Tasks waiting for a worker, first come first served. */
+  readonly #waiters: Waiter[] = [];
   readonly #keepIdle: number;
   readonly #idleMs: number;
+  readonly #spawnAfterMs: number;
+  readonly #eagerWorkers: number;
   readonly #tmpRoot: string;
+  /** Workers of this generation being started (their dirs being made); each serves the first waiter. */
+  #spawning = 0;
+  /** Worker starts in progress, of any generation (close() waits for them). */
+  readonly #spawns = new Set<Promise<void>>();
+  /** Bumped by close(): a worker whose start began before is not kept. */
+  #generation = 0;
+  /** Looks in a row at which the pool was stalled (see #look), while tasks waited. */
+  #stalledLooks = 0;
+  /** Checks the waiters every spawnAfterMs while there are any. */
+  #waitCheck: NodeJS.Timeout | null = null;
   /** Dirs of dead workers still being removed (close() waits for them). */
   readonly #removing = new Set<Promise<void>>();
   /** Called with every worker released (close() waits for the busy ones). */
@@ -136,37 +220,64 @@ class WorkerPool {
   #recentPeak = 0;
   #stats = { created: 0, tasks: 0, discarded: 0, retired: 0 };
 
-  constructor(keepIdle: number, idleMs: number, tmpRoot: string) {
-    this.#keepIdle = keepIdle;
-    this.#idleMs = idleMs;
+  constructor(
+    options: { keepIdle: number; idleMs: number; spawnAfterMs: number; eagerWorkers: number },
+    tmpRoot: string,
+  ) {
+    this.#keepIdle = options.keepIdle;
+    this.#idleMs = options.idleMs;
+    this.#spawnAfterMs = options.spawnAfterMs;
+    this.#eagerWorkers = options.eagerWorkers;
     this.#tmpRoot = tmpRoot;
   }
 
   get stats(): WasmPoolStats {
-    return { ...this.#stats, idle: this.#idle.length, busy: this.#busy.size };
+    return { ...this.#stats, idle: this.#idle.length, busy: this.#busy.size, waiting: this.#waiters.length };
   }
 
   /**
-   * A warm idle worker (most recently used first) or a new one, marked busy; its scratch dir is empty. Rejects
-   * when a new worker's temp dir cannot be made.
+   * A warm idle worker (most recently used first), marked busy, or, when none is idle, the first one released
+   * or started for this task (see the class comment); its scratch dir is empty. 'cancelled' when the signal
+   * fires first, 'closed' when close() ran first. Rejects when a worker started for it could not make its
+   * temp dir.
    */
-  async acquire(): Promise<PooledWorker> {
-    let pw = this.#idle.pop();
+  acquire(signal?: AbortSignal): Promise<Acquired> {
+    const pw = this.#idle.pop();
     if (pw) {
-      if (pw.idleTimer) clearTimeout(pw.idleTimer);
-      pw.idleTimer = null;
-      pw.worker.ref();
-    } else pw = await this.#spawn();
-    this.#busy.add(pw);
-    this.#stats.tasks++;
-    this.#recentPeak = Math.max(this.#recentPeak, this.#busy.size);
-    return pw;
+      this.#take(pw);
+      return Promise.resolve(pw);
+    }
+    return new Promise((resolve, reject) => {
+      const onAbort = () => {
+        const i = this.#waiters.indexOf(waiter);
+        if (i < 0) return;
+        this.#waiters.splice(i, 1);
+        waiter.settle('cancelled');
+      };
+      const waiter: Waiter = {
+        since: performance.now(),
+        settle(got) {
+          signal?.removeEventListener('abort', onAbort);
+          if (got instanceof Error) reject(got);
+          else resolve(got);
+        },
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.#waiters.push(waiter);
+      this.#serveWaiters();
+      if (!this.#waitCheck) {
+        this.#look(); // notes what each busy worker runs now
+        this.#stalledLooks = 0;
+        this.#waitCheck = setInterval(() => this.#checkWaiters(), this.#spawnAfterMs);
+        this.#waitCheck.unref();
+      }
+    });
   }
 
   /**
-   * After a task (whatever its end): a live worker goes back to the idle list (retired instead when enough are
-   * idle), once its scratch dir is empty again and its /dev/null descriptor fresh when `wipe`; a dead one's
-   * dir is removed. Resolves when that is done.
+   * After a task (whatever its end): a live worker goes to the first waiting task, or back to the idle list
+   * (retired instead when enough are idle), once its scratch dir is empty again and its /dev/null descriptor
+   * fresh when `wipe`; a dead one's dir is removed. Resolves when that is done.
    */
   async release(pw: PooledWorker, wipe: boolean): Promise<void> {
     pw.current = null;
@@ -183,17 +294,12 @@ class WorkerPool {
     }
     this.#busy.delete(pw);
     for (const listener of this.#releaseListeners) listener(pw);
-    if (pw.dead) return this.#dispose(pw);
-    const keep = Math.min(MAX_IDLE_WORKERS, Math.max(this.#keepIdle, this.#recentPeak));
-    if (this.#idle.length >= keep) {
-      this.#stats.retired++;
-      this.#terminate(pw);
-      return this.#dispose(pw);
+    if (pw.dead) {
+      const disposed = this.#dispose(pw);
+      this.#serveWaiters(); // its waiters may have counted on it
+      return disposed;
     }
-    pw.worker.unref();
-    pw.idleTimer = setTimeout(() => this.#retire(pw), this.#idleMs);
-    pw.idleTimer.unref();
-    this.#idle.push(pw);
+    return this.#handOut(pw);
   }
 
   /** Terminates a worker whose task is being killed; its 'exit' ends the task. */
@@ -204,18 +310,24 @@ class WorkerPool {
   }
 
   /**
-   * Halts every running task (as `closed`) and terminates every worker; resolves once all have exited, their
-   * tasks have ended and every worker dir is removed.
+   * Ends every waiting task (as `closed`), halts every running task (as `closed`) and terminates every worker;
+   * resolves once all have exited, their tasks have ended and every worker dir is removed. Workers still being
+   * started are not kept. The pool stays usable: later tasks start new workers.
    */
   async close(): Promise<void> {
+    this.#generation++;
+    this.#spawning = 0;
+    if (this.#waitCheck) clearInterval(this.#waitCheck);
+    this.#waitCheck = null;
+    for (const waiter of this.#waiters.splice(0)) waiter.settle('closed');
+    const spawns = [...this.#spawns];
     const idle = this.#idle.splice(0);
     const busy = [...this.#busy];
     for (const pw of busy) {
       if (pw.current) pw.current.halt('closed');
-      else {
-        pw.closedBeforeRun = true; // its run() is still writing inputs: it finds the worker dead
-        this.discard(pw);
-      }
+      else pw.closedBeforeRun = true; // its run() is still writing inputs: it finds the worker dead
+      // Also a worker whose task has just ended: it must not be handed to a task that comes after close().
+      this.discard(pw);
     }
     for (const pw of idle) this.#terminate(pw);
     this.#recentPeak = 0;
@@ -234,26 +346,147 @@ class WorkerPool {
     });
     await Promise.all([...idle, ...busy].map((pw) => pw.worker.terminate()));
     await released;
+    await Promise.all(spawns);
     await Promise.all(this.#removing);
   }
 
-  async #spawn(): Promise<PooledWorker> {
-    const dir = await mkdtemp(join(this.#tmpRoot, `meshrun-wasm-${process.pid}-`));
-    const scratch = join(dir, 'scratch');
-    let nullFd = -1;
-    try {
-      await mkdir(scratch, { mode: 0o700 });
-      nullFd = openSync('/dev/null', 'r+');
-    } catch (e) {
-      await rm(dir, { recursive: true, force: true });
-      throw e;
+  /** Marks a worker busy with a task. */
+  #take(pw: PooledWorker): void {
+    if (pw.idleTimer) clearTimeout(pw.idleTimer);
+    pw.idleTimer = null;
+    pw.worker.ref();
+    this.#busy.add(pw);
+    this.#stats.tasks++;
+    this.#recentPeak = Math.max(this.#recentPeak, this.#busy.size);
+  }
+
+  /** A live worker free for a task (new, or released clean): to the first waiter, else idle or retired. */
+  #handOut(pw: PooledWorker): Promise<void> | undefined {
+    const waiter = this.#waiters.shift();
+    if (waiter) {
+      this.#take(pw);
+      waiter.settle(pw);
+      return;
     }
-    // The desktop build rewrites this exact expression to its bundled worker (apps/desktop/build.ts).
-    const worker = new Worker(new URL('./wasm-worker.ts', import.meta.url), {
+    const keep = Math.min(MAX_IDLE_WORKERS, Math.max(this.#keepIdle, this.#recentPeak));
+    if (this.#idle.length >= keep) {
+      this.#stats.retired++;
+      this.#terminate(pw);
+      return this.#dispose(pw);
+    }
+    pw.worker.unref();
+    pw.idleTimer = setTimeout(() => this.#retire(pw), this.#idleMs);
+    pw.idleTimer.unref();
+    this.#idle.push(pw);
+  }
+
+  /** Starts a worker at once when tasks wait and nothing could ever serve them (no worker busy or starting). */
+  #serveWaiters(): void {
+    if (this.#waiters.length > 0 && this.#busy.size + this.#spawning === 0) this.#spawn();
+  }
+
+  /** Every spawnAfterMs while tasks wait: starts workers for them when waiting does not pay (class comment). */
+  #checkWaiters(): void {
+    this.#serveWaiters();
+    if (this.#waiters.length === 0) {
+      if (this.#waitCheck) clearInterval(this.#waitCheck);
+      this.#waitCheck = null;
+      return;
+    }
+    const look = this.#look();
+    if (look === 'progress') this.#stalledLooks = 0;
+    else if (look === 'stalled') this.#stalledLooks++;
+    // The first #spawning waiters get the workers being started; the others are not covered yet.
+    const covered = this.#spawning;
+    const uncovered = this.#waiters.length - covered;
+    if (uncovered <= 0) return;
+    const workers = this.#busy.size + this.#spawning;
+    let start = 0;
+    if (workers < this.#eagerWorkers) {
+      const due = performance.now() - this.#spawnAfterMs;
+      let waited = 0;
+      while (waited < uncovered && this.#waiters[covered + waited].since <= due) waited++;
+      start = Math.min(waited, this.#eagerWorkers - workers);
+    } else if (look === 'stalled' && this.#stalledLooks >= STALLED_LOOKS) {
+      // A stall may be workers held up for a moment (GC, the OS scheduler): first one more worker. Stalled
+      // again once that one runs a task too: the tasks are long, and every waiting task gets a worker.
+      start = this.#stalledLooks === STALLED_LOOKS ? 1 : uncovered;
+    }
+    for (let i = 0; i < start; i++) this.#spawn();
+  }
+
+  /**
+   * What the busy workers did since the last look, from their own `running` and `ended` slots (so a worker
+   * whose result this thread has not handled yet, being busy with other work, does not look stalled):
+   * 'progress' when one ended a task; 'stalled' when each runs the same task as then and no worker is being
+   * started (each has run its task for spawnAfterMs at least); else 'unclear' (one is booting, between tasks,
+   * or has just begun a task, or a worker is being started).
+   */
+  #look(): 'progress' | 'stalled' | 'unclear' {
+    let progress = false;
+    let stalled = this.#busy.size > 0 && this.#spawning === 0;
+    for (const pw of this.#busy) {
+      const running = Atomics.load(pw.running, 0);
+      const ended = Atomics.load(pw.ended, 0);
+      if (ended !== pw.endedSeen) progress = true;
+      if (running === 0 || running !== pw.runningSeen) stalled = false;
+      pw.runningSeen = running;
+      pw.endedSeen = ended;
+    }
+    return progress ? 'progress' : stalled ? 'stalled' : 'unclear';
+  }
+
+  /** Starts a worker in the background; it goes to the first waiter once ready (see #handOut). */
+  #spawn(): void {
+    this.#spawning++;
+    const spawned = this.#startWorker(this.#generation);
+    this.#spawns.add(spawned);
+    void spawned.finally(() => this.#spawns.delete(spawned));
+  }
+
+  /** Makes a worker's dir and starts it, then hands it out; or tells the first waiter why it could not. */
+  async #startWorker(generation: number): Promise<void> {
+    let dir: string | null = null;
+    let nullFd = -1;
+    let pw: PooledWorker | null = null;
+    let failure: Error | null = null;
+    try {
+      dir = await mkdtemp(join(this.#tmpRoot, `meshrun-wasm-${process.pid}-`));
+      await mkdir(join(dir, 'scratch'), { mode: 0o700 });
+      // Unless close() ran meanwhile: the tasks it was started for are gone.
+      if (generation === this.#generation) {
+        nullFd = openSync('/dev/null', 'r+');
+        pw = this.#newWorker(dir, nullFd);
+      }
+    } catch (e) {
+      failure = e as Error;
+    }
+    if (pw) {
+      this.#spawning--;
+      this.#handOut(pw);
+      return;
+    }
+    if (nullFd >= 0) closeSync(nullFd);
+    if (dir) await rm(dir, { recursive: true, force: true }).catch(() => {});
+    if (generation !== this.#generation) return; // close() settled the waiters and the count
+    this.#spawning--;
+    this.#waiters.shift()?.settle(failure ?? new Error('the worker was not started')); // the one it was for
+    this.#serveWaiters();
+  }
+
+  #newWorker(dir: string, nullFd: number): PooledWorker {
+    const data: WasmWorkerData = {
+      touched: new SharedArrayBuffer(4),
+      running: new SharedArrayBuffer(4),
+      ended: new SharedArrayBuffer(4),
+    };
+    // The desktop build bundles this file as its own entry, next to the bundle (apps/desktop/build.ts).
+    const worker = new Worker(new URL('./wasm-worker.js', import.meta.url), {
       stdout: true,
       stderr: true,
       resourceLimits: WORKER_RESOURCE_LIMITS,
       execArgv: ['--no-warnings'],
+      workerData: data,
     });
     const pw: PooledWorker = {
       worker,
@@ -262,9 +495,15 @@ class WorkerPool {
       dead: false,
       closedBeforeRun: false,
       dir,
-      scratch,
+      scratch: join(dir, 'scratch'),
       nullFd,
       disposed: null,
+      touched: new Int32Array(data.touched),
+      running: new Int32Array(data.running),
+      ended: new Int32Array(data.ended),
+      runningSeen: 0,
+      endedSeen: 0,
+      modules: [],
     };
     this.#stats.created++;
     worker.on('message', (m: WasmWorkerMessage) => {
@@ -325,31 +564,40 @@ class WorkerPool {
   }
 }
 
+/** A compiled module and the key workers know it by (null: too big to cache, posted with every task). */
+interface CompiledModule {
+  key: string | null;
+  module: object;
+}
+
 /** Compiled modules by content hash and memory cap, least recently used evicted first. */
 class ModuleCache {
-  readonly #entries = new Map<string, { module: Promise<object>; bytes: number }>();
+  readonly #entries = new Map<string, { compiled: Promise<CompiledModule>; bytes: number }>();
   #bytes = 0;
 
   /** The module capped at capPages, compiled (once); rejects like capMemory/compile for invalid modules. */
-  get(bytes: Uint8Array, capPages: number): Promise<object> {
-    const compile = async () => wasmApi.compile(capMemory(bytes, capPages));
-    if (bytes.byteLength > MODULE_CACHE_BYTES / 4) return compile();
+  get(bytes: Uint8Array, capPages: number): Promise<CompiledModule> {
+    const compile = async (key: string | null) => ({
+      key,
+      module: await wasmApi.compile(capMemory(bytes, capPages)),
+    });
+    if (bytes.byteLength > MODULE_CACHE_BYTES / 4) return compile(null);
     const key = `${hash('sha256', bytes, 'base64')}:${capPages}`;
     const hit = this.#entries.get(key);
     if (hit) {
       this.#entries.delete(key); // re-inserted as the most recent
       this.#entries.set(key, hit);
-      return hit.module;
+      return hit.compiled;
     }
-    const entry = { module: compile(), bytes: bytes.byteLength };
+    const entry = { compiled: compile(key), bytes: bytes.byteLength };
     this.#entries.set(key, entry);
     this.#bytes += entry.bytes;
     for (const [k, e] of this.#entries) {
       if (this.#entries.size <= MODULE_CACHE_ENTRIES && this.#bytes <= MODULE_CACHE_BYTES) break;
       this.#delete(k, e);
     }
-    entry.module.catch(() => this.#delete(key, entry)); // invalid modules are not kept
-    return entry.module;
+    entry.compiled.catch(() => this.#delete(key, entry)); // invalid modules are not kept
+    return entry.compiled;
   }
 
   clear(): void {
@@ -375,7 +623,15 @@ export class WasmExecutor implements Executor {
   constructor(options: WasmExecutorOptions = {}) {
     this.#tmpRoot = options.tmpRoot ?? tmpdir();
     this.#maxOutputBytes = options.maxOutputBytes ?? 64 * 1024 * 1024;
-    this.#pool = new WorkerPool(options.idleWorkers ?? 4, options.idleWorkerMs ?? 10_000, this.#tmpRoot);
+    this.#pool = new WorkerPool(
+      {
+        keepIdle: options.idleWorkers ?? 4,
+        idleMs: options.idleWorkerMs ?? 10_000,
+        spawnAfterMs: options.spawnAfterMs ?? 2,
+        eagerWorkers: options.eagerWorkers ?? availableParallelism(),
+      },
+      this.#tmpRoot,
+    );
   }
 
   async available(): Promise<{ ok: boolean; reason?: string; version?: string }> {
@@ -388,8 +644,8 @@ export class WasmExecutor implements Executor {
   }
 
   /**
-   * Terminates every worker thread (running tasks end as `cancelled`), removes their temp dirs and drops the
-   * compiled modules. The executor stays usable: a later run() starts new workers.
+   * Terminates every worker thread (running tasks and tasks waiting for a worker end as `cancelled`), removes
+   * their temp dirs and drops the compiled modules. The executor stays usable: a later run() starts new workers.
    */
   async close(): Promise<void> {
     this.#modules.clear();
@@ -428,20 +684,23 @@ export class WasmExecutor implements Executor {
     if (refusal) return result('refused', refusal);
     const capPages = Math.floor(spec.resources.memoryBytes / WASM_PAGE);
     const capBytes = capPages * WASM_PAGE;
-    let module: object;
+    let compiled: CompiledModule;
     try {
-      module = await this.#modules.get(spec.wasm!.module, capPages);
+      compiled = await this.#modules.get(spec.wasm!.module, capPages);
     } catch (e) {
       return result('refused', `invalid module: ${(e as Error).message}`);
     }
     if (signal?.aborted) return result('cancelled', 'cancelled before start');
 
-    let pw: PooledWorker;
+    let acquired: Acquired;
     try {
-      pw = await this.#pool.acquire();
+      acquired = await this.#pool.acquire(signal);
     } catch (e) {
       return result('error', `cannot make the task's temp dir: ${(e as Error).message}`);
     }
+    if (acquired === 'cancelled') return result('cancelled', 'cancelled before start');
+    if (acquired === 'closed') return result('cancelled', 'the WASM executor was closed');
+    const pw = acquired;
     const scratchDir = pw.scratch;
     // The scratch dir is recreated after a task that had inputs or outputs, touched it or did not end by itself.
     let wipe = Boolean(spec.inputs?.length || spec.outputs?.length);
@@ -463,8 +722,7 @@ export class WasmExecutor implements Executor {
           unlinkSync(stdinPath);
         }
       }
-      const workerInput: WasmWorkerInput = {
-        module,
+      const workerInput: Omit<WasmWorkerInput, 'moduleKey'> = {
         args: [spec.taskId, ...(spec.args ?? [])],
         env: spec.env ?? {},
         scratchDir,
@@ -472,7 +730,7 @@ export class WasmExecutor implements Executor {
         nullFd: pw.nullFd,
         maxOutputBytes: this.#maxOutputBytes,
       };
-      const ended = await this.#runWorker(pw, workerInput, spec, opts, policy.scratchBytes);
+      const ended = await this.#runWorker(pw, compiled, workerInput, spec, opts, policy.scratchBytes);
       if (ended.touched) wipe = true;
       // A terminated worker never closed what its WASI object opened (the preopen, the task's files).
       if (ended.killed) closeDescriptorsUnder(scratchDir);
@@ -515,7 +773,8 @@ export class WasmExecutor implements Executor {
   /** Runs one task on a pooled worker; resolves when it ended (and, when it was killed, the worker exited). */
   #runWorker(
     pw: PooledWorker,
-    input: WasmWorkerInput,
+    compiled: CompiledModule,
+    taskInput: Omit<WasmWorkerInput, 'moduleKey'>,
     spec: TaskSpec,
     opts: RunOptions,
     scratchBytes: number,
@@ -537,8 +796,27 @@ export class WasmExecutor implements Executor {
       return Promise.resolve({ ...ended, stop, workerError, killed: true, touched: true });
     }
     const pool = this.#pool;
-    const scratchDir = input.scratchDir;
+    const scratchDir = taskInput.scratchDir;
     const id = ++this.#taskSeq;
+    // Tasks with inputs have something in scratch from the start: the quota poll walks it at once.
+    Atomics.store(pw.touched, 0, spec.inputs?.length ? 1 : 0);
+    // The module goes to the worker once; later tasks name it (the worker keeps what pw.modules lists).
+    const { key } = compiled;
+    const held = key !== null && pw.modules.includes(key);
+    const drop = !held && key !== null && pw.modules.length >= WORKER_MODULES ? pw.modules[0] : undefined;
+    const input: WasmWorkerInput = {
+      ...taskInput,
+      moduleKey: key,
+      ...(held ? {} : { module: compiled.module }),
+      ...(drop === undefined ? {} : { dropModule: drop }),
+    };
+    const noteModuleSent = () => {
+      if (key === null) return;
+      const at = pw.modules.indexOf(key);
+      if (at >= 0) pw.modules.splice(at, 1);
+      else if (drop !== undefined) pw.modules.shift();
+      pw.modules.push(key); // the most recently used last
+    };
     return new Promise((resolve) => {
       let stop: StopReason | null = null;
       let final: FinalMessage | null = null;
@@ -548,10 +826,9 @@ export class WasmExecutor implements Executor {
       let memoryBytes = 0;
       let timer: NodeJS.Timeout | null = null;
       let settled = false;
-      /** Unknown until the worker says (a killed worker's dir is removed anyway). */
-      let touched = true;
       let polling: Promise<void> | null = null;
-      const settle = (killed: boolean) => {
+      /** `touched`: what the worker's flag says; a killed worker's (unknown) dir is removed anyway. */
+      const settle = (killed: boolean, touched = killed || Atomics.load(pw.touched, 0) !== 0) => {
         settled = true;
         if (timer) clearTimeout(timer);
         clearInterval(quotaPoll);
@@ -582,9 +859,10 @@ export class WasmExecutor implements Executor {
         pool.discard(pw); // its 'exit' settles the task
       };
       const onAbort = () => halt('cancelled');
-      // Only starts walking the scratch dir once a task has run SCRATCH_POLL_MS: short tasks never pay for it.
+      // Walks the scratch dir only once a task has run SCRATCH_POLL_MS and may have written there (its touched
+      // flag is set): short tasks and tasks that never touch their scratch never pay for it.
       const quotaPoll = setInterval(() => {
-        if (polling) return;
+        if (polling || Atomics.load(pw.touched, 0) === 0) return;
         polling = dirSize(scratchDir)
           .then((n) => {
             if (n > scratchBytes) halt('scratch');
@@ -625,7 +903,6 @@ export class WasmExecutor implements Executor {
             }
             // Killed meanwhile: the worker is going away and its 'exit' settles the task.
             if (stop) return;
-            touched = m.touched;
             settle(false); // run() releases the worker once done with its scratch dir
           }
         },
@@ -642,9 +919,10 @@ export class WasmExecutor implements Executor {
       } catch (e) {
         // Nothing reached the worker (the input could not be cloned): it is still fine for the next task.
         workerError = (e as Error).message;
-        touched = false;
-        settle(false);
+        settle(false, false);
+        return;
       }
+      noteModuleSent();
     });
   }
 }
