@@ -5,8 +5,9 @@
  * one Worker with an empty processor at concurrency 50; meshrun `jobs.submit` of a no-op WASM job with
  * `count = SUBMIT_BATCH`, spread over the three nodes, each node offering --max-concurrent MESH_CONCURRENCY.
  *
- * Measured: submission rate (tasks/s from the first submit until every batch is accepted) and end-to-end rate
- * (tasks/s from the first submit until every task has completed). Not equal work: every meshrun task is
+ * Measured, after both ran BENCH_WARMUP_TASKS (default 10,000) the same way untimed: submission rate (tasks/s
+ * from the first submit until every batch is accepted) and end-to-end rate (tasks/s from the first submit until
+ * every task has completed). Not equal work: every meshrun task is
  * replicated through Raft (its submit, assign, start and finish commands, grouped into log entries and each
  * committed on a majority with fsync) and runs a real WASI module on a worker-thread pool, where BullMQ keeps
  * one copy in Redis memory.
@@ -27,6 +28,13 @@ import { P2pClient } from '../apps/headless/src/client.ts';
 import { type LoopbackCluster, newLoopbackCluster } from '../apps/headless/src/local-cluster.ts';
 
 const TASKS = Math.max(1, Number(process.env.BENCH_TASKS ?? 20_000));
+/**
+ * Tasks both systems run, untimed and in the same way, before the timed run: a daemon runs for days, so what
+ * counts is its steady state, not V8 compiling its hot paths (a 20,000-task run of meshrun's three processes
+ * spent ~17% of its CPU in the optimizing compiler, and its rate rose from ~1,400/s in the first 10 s to
+ * ~2,100/s after). Equal for both, as in the Raft benchmark.
+ */
+const WARMUP_TASKS = Math.max(0, Number(process.env.BENCH_WARMUP_TASKS ?? 10_000));
 /** Tasks per submit call: BullMQ addBulk size, meshrun job `count` (≤ JOB_LIMITS.maxCount). */
 const SUBMIT_BATCH = 1000;
 /** Submit calls in flight at once, for both systems. */
@@ -143,25 +151,39 @@ async function benchBullmqSide(): Promise<SystemResult & { redisCpuMs: number }>
     queue = new Queue('bench', { connection });
     await queue.waitUntilReady();
     let completed = 0;
-    let allDone: () => void = () => {};
-    const done = new Promise<void>((r) => {
-      allDone = r;
-    });
+    let wanted = Number.POSITIVE_INFINITY;
+    let reached: () => void = () => {};
     worker = new Worker('bench', async () => {}, { connection, concurrency: BULLMQ_CONCURRENCY });
     worker.on('completed', () => {
       completed += 1;
-      if (completed >= TASKS) allDone();
+      if (completed >= wanted) reached();
     });
+    /** Resolves when `n` jobs completed since `completed` was last reset (or after COMPLETE_TIMEOUT_MS). */
+    const completedAll = (n: number) =>
+      Promise.race([
+        new Promise<void>((r) => {
+          wanted = n;
+          reached = r;
+          if (completed >= n) r();
+        }),
+        new Promise((r) => setTimeout(r, COMPLETE_TIMEOUT_MS).unref()),
+      ]);
     await worker.waitUntilReady();
+    let seq = 0;
+    const submit = (total: number) =>
+      inParallel(batches(total), SUBMIT_PARALLEL, async (n) => {
+        const jobs = Array.from({ length: n }, () => ({ name: 'noop', data: { i: seq++ } }));
+        await queue!.addBulk(jobs);
+      });
+    await submit(WARMUP_TASKS);
+    await completedAll(WARMUP_TASKS);
+    if (completed < WARMUP_TASKS) throw new Error(`BullMQ warm-up: ${completed}/${WARMUP_TASKS} completed`);
+    completed = 0;
     const cpu0 = cpuMs(redis.proc.pid);
     const t0 = performance.now();
-    let seq = 0;
-    await inParallel(batches(TASKS), SUBMIT_PARALLEL, async (n) => {
-      const jobs = Array.from({ length: n }, () => ({ name: 'noop', data: { i: seq++ } }));
-      await queue!.addBulk(jobs);
-    });
+    await submit(TASKS);
     const submitMs = performance.now() - t0;
-    await Promise.race([done, new Promise((r) => setTimeout(r, COMPLETE_TIMEOUT_MS).unref())]);
+    await completedAll(TASKS);
     const endToEndMs = performance.now() - t0;
     return {
       tasks: TASKS,
@@ -214,7 +236,7 @@ interface TaskView {
   endedAt: number | null;
 }
 
-async function benchMeshrunSide(): Promise<Record<string, unknown>> {
+export async function benchMeshrunSide(): Promise<Record<string, unknown>> {
   const profileDir = process.env.BENCH_PROFILE ? resolve(process.env.BENCH_PROFILE) : null;
   if (profileDir) {
     mkdirSync(profileDir, { recursive: true });
@@ -239,53 +261,53 @@ async function benchMeshrunSide(): Promise<Record<string, unknown>> {
       resources: { cpus: 0.01, memoryBytes: 16 * 1024 * 1024 },
       count,
     });
-    // Warm-up: one task end to end, so no one-time cost (module compile paths, first worker) is in the numbers.
-    const warm = (await clients[0]!.call('jobs.submit', { spec: spec(1) })) as { jobId: string };
-    const warmView = (await clients[0]!.call(
-      'jobs.wait',
-      { jobId: warm.jobId, timeoutMs: 60_000 },
-      { timeoutMs: 70_000 },
-    )) as { state: string };
-    if (warmView.state !== 'succeeded') throw new Error(`warm-up job ended ${warmView.state}`);
+    /** Submits `total` tasks in batches spread over the nodes, then polls until all have ended. */
+    const runTasks = async (total: number) => {
+      const jobIds: string[] = [];
+      const t0 = performance.now();
+      let call = 0;
+      await inParallel(batches(total), SUBMIT_PARALLEL, async (n) => {
+        const client = clients[call++ % clients.length]!;
+        const r = (await client.call('jobs.submit', { spec: spec(n) }, { timeoutMs: 60_000 })) as {
+          jobId: string;
+          tasks: number;
+        };
+        if (r.tasks !== n) throw new Error(`job ${r.jobId} expanded to ${r.tasks} tasks, expected ${n}`);
+        jobIds.push(r.jobId);
+      });
+      const submitMs = performance.now() - t0;
+      const wanted = new Set(jobIds);
+      let finished = 0;
+      let failed = 0;
+      const progress: { s: number; done: number }[] = [];
+      while (performance.now() - t0 < COMPLETE_TIMEOUT_MS) {
+        const list = (await clients[0]!.call(
+          'jobs.list',
+          { limit: 1000 },
+          { timeoutMs: 30_000 },
+        )) as JobSummary[];
+        finished = 0;
+        failed = 0;
+        for (const j of list) {
+          if (!wanted.has(j.jobId)) continue;
+          finished += (j.counts.succeeded ?? 0) + (j.counts.failed ?? 0) + (j.counts.cancelled ?? 0);
+          failed += (j.counts.failed ?? 0) + (j.counts.cancelled ?? 0);
+        }
+        const s = Math.round((performance.now() - t0) / 1000);
+        if (progress.at(-1)?.s !== s && s % 10 === 0) progress.push({ s, done: finished });
+        if (finished >= total) break;
+        await new Promise((r) => setTimeout(r, POLL_MS));
+      }
+      return { jobIds, submitMs, endToEndMs: performance.now() - t0, finished, failed, progress };
+    };
+    // Warm-up (at least one task, so one-time costs such as the module's first compile are never timed).
+    const warm = await runTasks(Math.max(1, WARMUP_TASKS));
+    if (warm.finished < Math.max(1, WARMUP_TASKS) || warm.failed > 0)
+      throw new Error(`meshrun warm-up: ${warm.finished} tasks ended, ${warm.failed} of them failed`);
 
     const cpu0 = c.nodes.map((n) => cpuMs(n.proc.pid));
     const main0 = c.nodes.map((n) => cpuMs(n.proc.pid, true));
-    const jobIds: string[] = [];
-    const t0 = performance.now();
-    let call = 0;
-    await inParallel(batches(TASKS), SUBMIT_PARALLEL, async (n) => {
-      const client = clients[call++ % clients.length]!;
-      const r = (await client.call('jobs.submit', { spec: spec(n) }, { timeoutMs: 60_000 })) as {
-        jobId: string;
-        tasks: number;
-      };
-      if (r.tasks !== n) throw new Error(`job ${r.jobId} expanded to ${r.tasks} tasks, expected ${n}`);
-      jobIds.push(r.jobId);
-    });
-    const submitMs = performance.now() - t0;
-    const wanted = new Set(jobIds);
-    let finished = 0;
-    let failed = 0;
-    const progress: { s: number; done: number }[] = [];
-    while (performance.now() - t0 < COMPLETE_TIMEOUT_MS) {
-      const list = (await clients[0]!.call(
-        'jobs.list',
-        { limit: 1000 },
-        { timeoutMs: 30_000 },
-      )) as JobSummary[];
-      finished = 0;
-      failed = 0;
-      for (const j of list) {
-        if (!wanted.has(j.jobId)) continue;
-        finished += (j.counts.succeeded ?? 0) + (j.counts.failed ?? 0) + (j.counts.cancelled ?? 0);
-        failed += (j.counts.failed ?? 0) + (j.counts.cancelled ?? 0);
-      }
-      const s = Math.round((performance.now() - t0) / 1000);
-      if (progress.at(-1)?.s !== s && s % 10 === 0) progress.push({ s, done: finished });
-      if (finished >= TASKS) break;
-      await new Promise((r) => setTimeout(r, POLL_MS));
-    }
-    const endToEndMs = performance.now() - t0;
+    const { jobIds, submitMs, endToEndMs, finished, failed, progress } = await runTasks(TASKS);
     const daemonCpuMs = c.nodes.map((n, i) => Math.round(cpuMs(n.proc.pid) - cpu0[i]!));
     const mainThreadCpuMs = c.nodes.map((n, i) => Math.round(cpuMs(n.proc.pid, true) - main0[i]!));
     const perTask = (ms: number[]) =>
@@ -348,6 +370,7 @@ export async function benchBullmq(): Promise<Record<string, unknown>> {
     typeof a === 'number' && Number.isFinite(a) && b > 0 ? Math.round((a / b) * 1000) / 1000 : Number.NaN;
   return {
     tasks: TASKS,
+    warmupTasks: WARMUP_TASKS,
     submitBatch: SUBMIT_BATCH,
     note: 'every meshrun task is replicated through Raft (submit, assign, start, finish: grouped, fsynced majority commits) and runs a real no-op WASI module on a worker-thread pool; BullMQ keeps one in-memory copy in Redis and calls an empty function',
     bullmqConcurrency: BULLMQ_CONCURRENCY,
