@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { basePolicy, buildWat, recorder } from './test-support.ts';
-import type { TaskSpec } from './types.ts';
+import type { TaskResult, TaskSpec } from './types.ts';
 import { WasmExecutor } from './wasm.ts';
 
 const executor = new WasmExecutor();
@@ -170,6 +170,19 @@ describe('WasmExecutor', { concurrency: 4 }, () => {
 });
 
 /** Resolves once cond() holds (checked every 5 ms). */
+/** Starts `spec` and waits until it has started; the result is the run's own (pending) promise. */
+async function startedRun(ex: WasmExecutor, spec: TaskSpec): Promise<{ result: Promise<TaskResult> }> {
+  const started = Promise.withResolvers<void>();
+  const result = ex.run(spec, {
+    policy: basePolicy,
+    onEvent: (e) => {
+      if (e.type === 'started') started.resolve();
+    },
+  });
+  await started.promise;
+  return { result };
+}
+
 async function until(cond: () => boolean): Promise<void> {
   while (!cond()) await new Promise((r) => setTimeout(r, 5));
 }
@@ -478,14 +491,7 @@ describe('WasmExecutor worker pool', { concurrency: 2 }, () => {
     // One worker, and no other started while it sleeps (the waiting tasks are checked once a minute).
     const ex = new WasmExecutor({ eagerWorkers: 1, spawnAfterMs: 60_000 });
     t.after(() => ex.close());
-    const sleepStarted = Promise.withResolvers<void>();
-    const sleeping = ex.run(wasmSpec('sleep'), {
-      policy: basePolicy,
-      onEvent: (e) => {
-        if (e.type === 'started') sleepStarted.resolve();
-      },
-    });
-    await sleepStarted.promise;
+    const sleeping = await startedRun(ex, wasmSpec('sleep'));
     const queued = ex.run(wasmSpec('noop', { timeoutMs: 300 }), { policy: basePolicy, onEvent: () => {} });
     const ac = new AbortController();
     const cancelledEvents: string[] = [];
@@ -501,23 +507,16 @@ describe('WasmExecutor worker pool', { concurrency: 2 }, () => {
     assert.match(c.reason, /before start/);
     assert.deepEqual(cancelledEvents, [], 'it never started');
     assert.equal(ex.poolStats.waiting, 1);
-    assert.equal((await sleeping).outcome, 'exited');
+    assert.equal((await sleeping.result).outcome, 'exited');
     const q = await queued;
     assert.equal(q.outcome, 'exited', `waited ~1 s with a 300 ms timeout: ${q.reason}`);
     assert.deepEqual([ex.poolStats.created, ex.poolStats.tasks, ex.poolStats.discarded], [1, 2, 0]);
 
-    const sleepStartedAgain = Promise.withResolvers<void>();
-    const running = ex.run(wasmSpec('sleep'), {
-      policy: basePolicy,
-      onEvent: (e) => {
-        if (e.type === 'started') sleepStartedAgain.resolve();
-      },
-    });
-    await sleepStartedAgain.promise;
+    const running = await startedRun(ex, wasmSpec('sleep'));
     const waiting = ex.run(wasmSpec('noop'), { policy: basePolicy, onEvent: () => {} });
     await until(() => ex.poolStats.waiting === 1);
     await ex.close();
-    for (const r of [await waiting, await running]) {
+    for (const r of [await waiting, await running.result]) {
       assert.equal(r.outcome, 'cancelled', r.reason);
       assert.match(r.reason, /closed/);
     }
