@@ -1,15 +1,33 @@
 // Raft on real daemons in network namespaces: four nodes form a 3-voter cluster plus a learner by themselves;
 // the cluster survives kill -9 of its leader and a partition of its leader; the old leader steps down; after
-// healing, logs converge; a voter lost for good is replaced by the learner (autopilot); no acknowledged
-// proposal (a job submission that returned its ID) is ever lost.
+// healing, logs converge; a voter paused past the dead-voter time is replaced and, resumed, rejoins as a learner
+// while the tasks it ran succeed exactly once; a voter lost for good is replaced by the learner (autopilot); no
+// acknowledged proposal (a job submission that returned its ID) is ever lost.
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import wabtInit from 'wabt';
 import type { Cluster, ClusterNode } from '../src/cluster.ts';
 import { requireNetns } from '../src/netns.ts';
 import { waitFor } from '../src/proc.ts';
 import { cli, cliJson, type Json, newClusterKey, startDaemons } from './lib/namespaced.ts';
 
 const skip = requireNetns();
+
+/** A WASI module that sleeps `seconds` (poll_oneoff on a relative monotonic clock), then exits 0. */
+async function sleepModule(seconds: number): Promise<Uint8Array> {
+  const wat = `(module
+    (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+    (memory (export "memory") 1)
+    (func (export "_start")
+      (i32.store (i32.const 16) (i32.const 1))
+      (i64.store (i32.const 24) (i64.const ${seconds * 1_000_000_000}))
+      (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))`;
+  const wabt = await wabtInit();
+  return new Uint8Array(wabt.parseWat('sleep.wat', wat).toBinary({}).buffer);
+}
 /** A proposal: a job that can never be placed (so it stays in the log, untouched by workers). */
 async function propose(n: ClusterNode, tag: string): Promise<string | null> {
   const r = await cli(
@@ -30,7 +48,8 @@ describe('raft on real processes', { skip, timeout: 300_000 }, () => {
       name: 'raft',
       hosts: 4,
       keyFile: await newClusterKey('meshrun-raft-'),
-      env: { MESHRUN_DEAD_VOTER_MS: '8000' },
+      // Jobs' node TTL well above the pause below: the paused node's tasks must not be re-queued meanwhile.
+      env: { MESHRUN_DEAD_VOTER_MS: '8000', MESHRUN_NODE_TTL_MS: '30000' },
     });
     await waitFor(
       async () => {
@@ -120,6 +139,75 @@ describe('raft on real processes', { skip, timeout: 300_000 }, () => {
     for (const l of lists.slice(1)) assert.deepEqual(l, lists[0]);
     for (const id of acked) assert.ok(lists[0]!.includes(id), `acknowledged proposal ${id} survived`);
   });
+  it('a voter paused past the dead-voter time is replaced; resumed, it rejoins as a learner and the tasks it ran succeed exactly once', async () => {
+    const st = await cliJson(c.nodes[0]!, ['cluster']);
+    const leader = byId.get(st.leader as string)!;
+    const victimId = (st.voters as Json[]).map((v) => v.id as string).find((id) => id !== st.leader)!;
+    const victim = byId.get(victimId)!;
+    const dir = mkdtempSync(join(tmpdir(), 'meshrun-raft-wasm-'));
+    try {
+      const wasm = join(dir, 'sleep.wasm');
+      writeFileSync(wasm, await sleepModule(15));
+      const run = await cli(leader, [
+        'run',
+        '--detach',
+        '--count',
+        '8',
+        '--cpus',
+        '0.1',
+        '--memory',
+        '16M',
+        '--wasm',
+        wasm,
+      ]);
+      assert.equal(run.code, 0, run.stderr);
+      const jobId = run.stdout.trim();
+      // Spread over the four nodes: wait until the victim runs some of them.
+      await waitFor(
+        async () => {
+          const job = await cliJson(leader, ['status', jobId]);
+          return (job.tasks as Json[]).some((t) => t.state === 'running' && t.nodeId === victimId);
+        },
+        { timeoutMs: 20_000, intervalMs: 200, description: 'a task running on the node to pause' },
+      );
+      victim.proc.kill('SIGSTOP');
+      try {
+        await waitFor(
+          async () => {
+            const s = await cliJson(leader, ['cluster']);
+            return s.voters.length === 3 && !(s.voters as Json[]).some((v) => v.id === victimId);
+          },
+          { timeoutMs: 30_000, intervalMs: 300, description: 'autopilot to replace the paused voter' },
+        );
+      } finally {
+        victim.proc.kill('SIGCONT');
+      }
+      const rejoined = await waitFor(
+        async () => {
+          const s = await cliJson(leader, ['cluster']);
+          return s.voters.length === 3 && (s.learners as Json[]).some((l) => l.id === victimId) ? s : null;
+        },
+        { timeoutMs: 30_000, intervalMs: 300, description: 'the resumed node to rejoin as a learner' },
+      );
+      assert.equal(rejoined.learners.length, 1);
+      const done = await waitFor(
+        async () => {
+          const jobs = (await cliJson(leader, ['jobs', '--limit', '10000'])) as Json[];
+          const j = jobs.find((x) => x.jobId === jobId);
+          return j && j.state !== 'queued' && j.state !== 'running' ? j : null;
+        },
+        { timeoutMs: 60_000, intervalMs: 500, description: 'the job to end' },
+      );
+      assert.equal(done.state, 'succeeded', JSON.stringify(done.counts));
+      assert.deepEqual(done.attemptOutcomes, { succeeded: 8 }, 'every task ran exactly once, none was lost');
+      const job = await cliJson(leader, ['status', jobId]);
+      const onVictim = (job.tasks as Json[]).filter((t) => t.nodeId === victimId);
+      assert.ok(onVictim.length > 0, 'the paused node ran some of the tasks to the end');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('a voter lost for good is replaced: autopilot promotes the healthy learner and the cluster keeps 3 voters', async () => {
     const st = await cliJson(c.nodes[0]!, ['cluster']);
     const leader = st.leader as string;
