@@ -259,6 +259,49 @@ describe('jobs end to end', { skip, timeout: 420_000 }, () => {
     assert.equal((await cliJson(n, ['jobs', '--limit', '10000'])).length, before, 'nothing committed');
   });
 
+  it('the whole machine stalls past the node TTL (every daemon stopped, then resumed): no running task is re-queued', async () => {
+    // A laptop that sleeps, or a host swamped for a while: the leader could not run either, so the time it
+    // did not hear from the others says nothing about them (and their heartbeats are still unread when its
+    // timers fire first on resume).
+    const submitter = c.nodes[0]!;
+    const r = await cli(submitter, [
+      'run',
+      '--detach',
+      '--count',
+      '6',
+      '--memory',
+      '16M',
+      TEST_IMAGE,
+      '--',
+      'sleep',
+      '8',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const jobId = r.stdout.trim();
+    await waitFor(
+      async () => {
+        const s = await cliJson(submitter, ['status', jobId]);
+        return (s.tasks as Json[]).every((t) => t.state === 'running');
+      },
+      { timeoutMs: 30_000, intervalMs: 200, description: 'all six tasks to run' },
+    );
+    for (const n of c.nodes) n.proc.kill('SIGSTOP');
+    // Past TTL + grace (2 s + 1 s here), with margin.
+    await new Promise((resolve) => setTimeout(resolve, 5000));
+    for (const n of c.nodes) n.proc.kill('SIGCONT');
+    const done = await waitFor(
+      async () => {
+        const j = ((await cliJson(submitter, ['jobs', '--limit', '10000'])) as Json[]).find(
+          (x) => x.jobId === jobId,
+        );
+        return j && j.state !== 'queued' && j.state !== 'running' ? j : null;
+      },
+      { timeoutMs: 60_000, intervalMs: 500, description: 'the job to end' },
+    );
+    assert.equal(done.state, 'succeeded', JSON.stringify(done.counts));
+    assert.deepEqual(done.attemptOutcomes, { succeeded: 6 }, 'no attempt was declared lost');
+  });
+
   it('kill -9 of the node running a long task: it re-runs elsewhere and succeeds; the old node does not report the stale attempt', async () => {
     const submitter = c.nodes[0]!;
     const victim = c.nodes[2]!;

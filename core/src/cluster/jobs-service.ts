@@ -125,6 +125,8 @@ export class JobsService {
   readonly #lastBeat = new Map<string, number>();
   #leaderSince = 0;
   #wasLeader = false;
+  /** When this node's last leader pass began (see #creditOwnStall). */
+  #lastPassAt = 0;
   #scheduling = false;
   #scheduleAgain = false;
   /** A pass is already queued by #scheduleSoon (many applied commands in one batch ask for one pass). */
@@ -463,7 +465,9 @@ export class JobsService {
       this.#wasLeader = true;
       this.#leaderSince = Date.now();
       this.#lastBeat.clear();
+      this.#lastPassAt = 0;
     }
+    this.#creditOwnStall(Date.now());
     if (this.#scheduling) {
       this.#scheduleAgain = true;
       return;
@@ -480,6 +484,24 @@ export class JobsService {
     } finally {
       this.#scheduling = false;
     }
+  }
+
+  /**
+   * Time this node could not run does not count against the others. Passes come every scheduleMs while the
+   * event loop runs; a longer gap means this process was stopped or starved (a laptop asleep, a swamped
+   * host), and then it has not heard from anyone for that long whatever they did: their heartbeats still
+   * sit unread, since timers run before pending I/O when the loop resumes. Without this, the first pass
+   * after such a stall declared every node silent, this one included, and re-queued all running tasks.
+   * Only the excess over two periods is credited, so a leader that is slow all the time still ages the
+   * others, just more slowly.
+   */
+  #creditOwnStall(now: number): void {
+    const period = this.#o.scheduleMs ?? DEFAULTS.scheduleMs;
+    const stalled = this.#lastPassAt > 0 ? now - this.#lastPassAt - 2 * period : 0;
+    this.#lastPassAt = now;
+    if (stalled <= 0) return;
+    for (const [id, at] of this.#lastBeat) this.#lastBeat.set(id, at + stalled);
+    this.#leaderSince += stalled;
   }
 
   #isUp(nodeId: string, now: number): boolean {
