@@ -68,6 +68,11 @@ export const AUTOPILOT_INTERVAL_MS = 1000;
  * waits on top).
  */
 export const RAFT_CONTACT_MS = 2000;
+/**
+ * A member that has known no leader this long while a connected peer of its cluster names one asks that
+ * leader to admit it again (see #formationStep); and at most this often.
+ */
+export const REJOIN_AFTER_LEADERLESS_MS = 5000;
 /** A bootstrap decision must be the same this many formation rounds in a row before a node acts on it. */
 export const BOOTSTRAP_STABLE_ROUNDS = 3;
 const CLUSTER_ID_KEY = 'cluster/id';
@@ -353,6 +358,9 @@ export class ClusterService implements CommandLog {
   #bootstrapped = false;
   readonly #unreachableSince = new Map<string, number>();
   #bootstrapVotes = 0;
+  /** Since when this member has known no leader (0: it knows one). */
+  #leaderlessSince = 0;
+  #lastRejoinAt = 0;
   /** Node-generated job commands go into the log in groups (see command-batcher.ts). */
   readonly #batcher = new CommandBatcher<ApplyResult>(async (encoded, timeoutMs) => {
     const { result } = await this.#o.driver.propose(encode({ batch: encoded }), { timeoutMs });
@@ -450,6 +458,8 @@ export class ClusterService implements CommandLog {
           const peer = this.#o.node.nodes().find((n) => n.cluster?.id && !n.self);
           if (peer?.cluster?.id) await this.#setClusterId(peer.cluster.id);
         }
+        const leader = this.#leaderToAskForReadmission(s.lead);
+        if (leader) await this.#join(leader, true);
         return;
       }
     }
@@ -479,22 +489,62 @@ export class ClusterService implements CommandLog {
       await this.#o.driver.bootstrap({ voters: decision.voters, learners: [] });
       return;
     }
-    // Join: ask the cluster (its leader, or any member, which forwards) to add us as a learner.
+    await this.#join(decision.via, false);
+  }
+
+  /**
+   * Asks the cluster (its leader, or any member, which forwards) to add this node as a learner. Idempotent:
+   * a member is only told the cluster ID.
+   */
+  async #join(via: string, readmission: boolean): Promise<void> {
     this.#joining = true;
     try {
       const reply = (await this.#o.node.call(
-        decision.via,
+        via,
         'cluster.join',
-        { id: self },
+        { id: this.#o.node.peerId },
         { timeoutMs: 5000 },
       )) as { clusterId: string };
       if (reply?.clusterId) await this.#setClusterId(reply.clusterId);
-      this.#o.log.info({ via: decision.via }, 'joined the cluster as a learner');
+      if (readmission) this.#o.log.info({ via }, 'asked the leader to admit this node again');
+      else this.#o.log.info({ via }, 'joined the cluster as a learner');
     } catch (err) {
-      this.#o.log.debug({ via: decision.via, err: (err as Error).message }, 'join attempt failed');
+      this.#o.log.debug({ via, err: (err as Error).message }, 'join attempt failed');
     } finally {
       this.#joining = false;
     }
+  }
+
+  /**
+   * The leader to ask for readmission, or null. A node removed while it was away (stopped, asleep, cut off)
+   * never receives the entry that removes it: its own configuration still lists it, it hears from no leader
+   * and its proposals fail with "no leader known" for good. So a member that has known no leader for
+   * REJOIN_AFTER_LEADERLESS_MS while a connected peer of its cluster names one asks that leader to admit it;
+   * a member is only told so, a removed node comes back as a learner and catches up (including its removal).
+   */
+  #leaderToAskForReadmission(lead: string | null): string | null {
+    const now = Date.now();
+    if (lead) {
+      this.#leaderlessSince = 0;
+      return null;
+    }
+    if (this.#leaderlessSince === 0) this.#leaderlessSince = now;
+    if (now - this.#leaderlessSince < REJOIN_AFTER_LEADERLESS_MS) return null;
+    if (now - this.#lastRejoinAt < REJOIN_AFTER_LEADERLESS_MS) return null;
+    const self = this.#o.node.peerId;
+    const named = this.#o.node
+      .nodes()
+      .find(
+        (n) =>
+          !n.self &&
+          n.connected &&
+          n.cluster?.id === this.#clusterId &&
+          n.cluster?.leader &&
+          n.cluster.leader !== self,
+      );
+    if (!named?.cluster?.leader) return null;
+    this.#lastRejoinAt = now;
+    return named.cluster.leader;
   }
 
   // ---- autopilot ---------------------------------------------------------------------------------------
