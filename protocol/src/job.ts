@@ -517,6 +517,12 @@ export const TaskFinishedCommandSchema = z.strictObject({
   usage: TaskUsageSchema.default({}),
   /** When the run started, if its taskStarted report was folded into this one (a task that ended at once). */
   startedAt: TimestampSchema.optional(),
+  /**
+   * The node has room for another task of this job in the slot this one frees: if the run succeeded and the
+   * job is the only one with queued tasks, applying this report assigns the job's next task to the same node
+   * (see JobStateMachine.taskFinished). Saves the leader's assign command and a Raft round per slot turnover.
+   */
+  takeNext: z.boolean().optional(),
   at: TimestampSchema,
 });
 

@@ -1,10 +1,13 @@
 // Jobs end to end on real daemons in network namespaces, with the real Docker engine and the embedded WASM
-// executor: submit anywhere, run elsewhere, read everywhere; placement by resources and labels; node loss
-// with fencing of the stale attempt; leader loss under load; live logs; malformed specs refused.
+// executor: submit anywhere, run elsewhere, read everywhere; placement by resources and labels; a node takes
+// its job's next task as it reports one done; node loss with fencing of the stale attempt; leader loss under
+// load; live logs; malformed specs refused.
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import wabtInit from 'wabt';
 import type { Cluster, ClusterNode } from '../src/cluster.ts';
 import { requireNetns } from '../src/netns.ts';
 import { waitFor } from '../src/proc.ts';
@@ -257,6 +260,62 @@ describe('jobs end to end', { skip, timeout: 420_000 }, () => {
       assert.match(r.stdout + r.stderr, pattern, what);
     }
     assert.equal((await cliJson(n, ['jobs', '--limit', '10000'])).length, before, 'nothing committed');
+  });
+
+  it("finish-and-take-next: a node that completes a task starts the job's next one itself, never beyond its offer", async () => {
+    // Tasks as big as a node's whole CPU offer: one at a time per node, so 3 of the 30 are placed by the leader
+    // and every later one must be taken by a node in the report of the task it just finished, in that same
+    // log entry: its assignedAt is then exactly that task's endedAt on the same node.
+    const nodes = (await cliJson(c.nodes[0]!, ['nodes'])) as Json[];
+    const cpus = Math.min(...nodes.map((n) => n.offered.cpus as number));
+    const wabt = await wabtInit();
+    const wasm = join(dir, 'noop.wasm');
+    writeFileSync(
+      wasm,
+      wabt.parseWat('noop.wat', '(module (memory (export "memory") 1) (func (export "_start")))').toBinary({})
+        .buffer,
+    );
+    const count = 30;
+    const r = await cli(c.nodes[1]!, [
+      'run',
+      '--detach',
+      '--count',
+      String(count),
+      '--cpus',
+      String(cpus),
+      '--memory',
+      '16M',
+      '--wasm',
+      wasm,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const jobId = r.stdout.trim();
+    const done = await waitFor(
+      async () => {
+        const s = await cliJson(c.nodes[2]!, ['status', jobId]);
+        return s.state !== 'queued' && s.state !== 'running' ? s : null;
+      },
+      { timeoutMs: 60_000, intervalMs: 300, description: 'the job to end' },
+    );
+    assert.equal(done.state, 'succeeded', JSON.stringify(done.counts));
+    const attempts = (done.tasks as Json[]).map((t) => {
+      assert.equal(t.attempts.length, 1, `task ${t.taskId} ran once`);
+      return t.attempts[0] as { nodeId: string; assignedAt: number; endedAt: number };
+    });
+    let taken = 0;
+    for (const nodeId of new Set(attempts.map((a) => a.nodeId))) {
+      const mine = attempts.filter((a) => a.nodeId === nodeId).sort((a, b) => a.assignedAt - b.assignedAt);
+      for (let i = 1; i < mine.length; i++) {
+        // Never two at once on one node: the offer holds one such task.
+        assert.ok(mine[i]!.assignedAt >= mine[i - 1]!.endedAt, `two tasks at once on ${nodeId}`);
+        if (mine[i]!.assignedAt === mine[i - 1]!.endedAt) taken++;
+      }
+    }
+    const byLeader = count - taken;
+    assert.ok(
+      byLeader <= 3,
+      `${byLeader} of ${count} tasks were placed by the leader, expected one per node`,
+    );
   });
 
   it('the whole machine stalls past the node TTL (every daemon stopped, then resumed): no running task is re-queued', async () => {

@@ -76,6 +76,9 @@ interface LocalRun {
   abort: AbortController;
   startedAt: number;
   jobId: string;
+  /** What the run holds of the node's offer (see #hasRoomForNext). */
+  cpus: number;
+  memoryBytes: number;
   /** Settles when the run has ended and its container is gone. */
   done?: Promise<void>;
 }
@@ -199,6 +202,7 @@ export class JobsService {
   }
 
   #onEffect(e: JobEffect): void {
+    if (e.type === 'taskAssigned' && e.nodeId === this.#self) this.#startRun(e.taskId, e.attempt);
     if (e.type === 'stopTask' && e.nodeId === this.#self) {
       const run = this.#running.get(e.taskId);
       if (run && run.attempt === e.attempt) run.abort.abort(new Error('cancelled'));
@@ -230,6 +234,8 @@ export class JobsService {
       abort: new AbortController(),
       startedAt: Date.now(),
       jobId: runSpec.jobId,
+      cpus: runSpec.resources.cpus,
+      memoryBytes: runSpec.resources.memoryBytes,
     };
     this.#running.set(taskId, run);
     run.done = this.#execute(run, runSpec).finally(() => {
@@ -376,6 +382,7 @@ export class JobsService {
         cpuMs: result.usage.cpuMs,
         maxMemoryBytes: result.usage.peakMemoryBytes,
       },
+      ...(mapped.outcome === 'succeeded' && this.#hasRoomForNext(rs) ? { takeNext: true } : {}),
       at: result.endedAt,
     }).catch((err: Error) => {
       this.#log.warn({ task: run.taskId, err: err.message }, 'could not report task result');
@@ -399,6 +406,30 @@ export class JobsService {
       finishedAt: result.endedAt,
       cpuMs: result.usage.cpuMs,
     });
+  }
+
+  /**
+   * Whether the slot a finishing run of this job frees may take the job's next task at once (the report's
+   * `takeNext`). The leader placed this job here under the offer of that time; the owner may have paused,
+   * lowered the caps or narrowed the allowed submitters since, and only this node knows at once. The next task
+   * has the same shape, so it fits when what the runs hold now, the finishing one included, is within the
+   * offer. GPU tasks are left to the leader (their GPUs are reserved by index).
+   */
+  #hasRoomForNext(rs: NonNullable<ReturnType<JobStateMachine['taskRunSpec']>>): boolean {
+    if (this.#stopped || rs.resources.gpus) return false;
+    const own = this.#o.node.ownAdvertisement();
+    const offer = own.offered;
+    if (own.mode !== 'active' || !offer.executors.includes(rs.executor)) return false;
+    if (this.#running.size > offer.maxConcurrent) return false;
+    const submitter = this.#o.machine.job(rs.jobId)?.submitter ?? null;
+    if (!submitterAllowed(offer.allowedSubmitters, submitter)) return false;
+    let cpus = 0;
+    let memoryBytes = 0;
+    for (const r of this.#running.values()) {
+      cpus += r.cpus;
+      memoryBytes += r.memoryBytes;
+    }
+    return cpus <= offer.cpus + 1e-6 && memoryBytes <= offer.memoryBytes;
   }
 
   /** Proposes a report, retrying with backoff while there is no leader (bounded). */

@@ -61,6 +61,10 @@ export const STATE_LIMITS = {
 } as const;
 
 const SNAPSHOT_VERSION = 1;
+/** Queued tasks finish-and-take-next looks at for one out of retry backoff (keeps an apply O(1)). */
+const TAKE_NEXT_SCAN = 16;
+/** Scheduling classes with queued work beyond which finish-and-take-next leaves placing to the scheduler. */
+const TAKE_NEXT_MAX_CLASSES = 64;
 
 /** Moves one attempt of `job` from one outcome count to another (`from` null: a new attempt). */
 function countAttempt(
@@ -75,6 +79,11 @@ function countAttempt(
     else delete c[from]; // only outcomes that occur are listed
   }
   c[to] = (c[to] ?? 0) + 1;
+}
+
+/** The scheduler's fairness class of a job: who submitted it, at which priority. */
+function classOf(job: JobRecord): string {
+  return `${job.spec.priority}\u0000${job.submitter}`;
 }
 
 function corrupt(what: string): ProtocolError {
@@ -194,6 +203,8 @@ export interface JobFilter {
 export type JobEffect =
   /** A live attempt was ended by the state machine (cancel): tell its node to stop the container. */
   | { type: 'stopTask'; taskId: string; nodeId: string; attempt: number }
+  /** A task was assigned while applying another command (finish-and-take-next): its node starts it. */
+  | { type: 'taskAssigned'; taskId: string; nodeId: string; attempt: number }
   /** A task went back to the queue (retry or node loss). */
   | { type: 'taskRequeued'; taskId: string; notBefore: number }
   | { type: 'jobFinished'; jobId: string; state: JobState }
@@ -360,6 +371,12 @@ export class JobStateMachine {
    * the queue on every scheduling pass, so it must not sort the whole queue each time.
    */
   private queuedByJob = new Map<string, Set<string>>();
+  /**
+   * Jobs with queued tasks per scheduling class (submitter and priority, see classOf), and live tasks per
+   * submitter: what finish-and-take-next needs to tell whether the scheduler would serve a job next.
+   */
+  private queuedJobsByClass = new Map<string, { priority: number; submitter: string; jobs: number }>();
+  private liveBySubmitter = new Map<string, number>();
   private unorderedJobs = new Set<string>();
   /** Live (assigned or running) task ids per node. */
   private liveByNode = new Map<string, Set<string>>();
@@ -491,14 +508,26 @@ export class JobStateMachine {
         `assign reserves GPUs [${gpus.join(', ')}] but the task needs ${gpusWanted} distinct GPUs`,
       );
     }
-    this.setState(job, task, 'assigned', cmd.at);
-    task.attempt = cmd.attempt;
-    task.nodeId = cmd.nodeId;
+    this.assignTo(job, task, cmd.nodeId, gpus, cmd.at);
+    return { ok: true, effects: [] };
+  }
+
+  /** Opens the task's next attempt on `nodeId` (the caller has checked that it may). */
+  private assignTo(
+    job: JobRecord,
+    task: TaskRecord,
+    nodeId: string,
+    gpus: number[] | null,
+    at: number,
+  ): void {
+    this.setState(job, task, 'assigned', at);
+    task.attempt += 1;
+    task.nodeId = nodeId;
     task.attempts.push({
-      attempt: cmd.attempt,
-      nodeId: cmd.nodeId,
+      attempt: task.attempt,
+      nodeId,
       gpus,
-      assignedAt: cmd.at,
+      assignedAt: at,
       startedAt: null,
       endedAt: null,
       exitCode: null,
@@ -508,8 +537,50 @@ export class JobStateMachine {
     });
     countAttempt(job, null, 'open');
     this.addLive(task);
-    job.startedAt ??= cmd.at;
-    return { ok: true, effects: [] };
+    job.startedAt ??= at;
+  }
+
+  /**
+   * Finish-and-take-next, what a BullMQ worker does when it completes a job: the node that just succeeded
+   * with a task of `job` and has room for another (`takeNext` in its report) gets the job's next queued task
+   * in the same log entry, without waiting for the leader's next pass and its assign command. Only where the
+   * scheduler would serve this job's submitter next anyway (see isNextInLine), the job's tasks need no GPUs
+   * (those are reserved by index), and the node is active. The freed slot held a task of the same job, so the
+   * next one fits it: same resources, constraints and submitter. Deterministic: the lowest-index queued task
+   * out of its retry backoff, looking at no more than TAKE_NEXT_SCAN of them.
+   */
+  private takeNext(job: JobRecord, nodeId: string, at: number): JobEffect | null {
+    if (!this.queuedByJob.has(job.id) || !this.isNextInLine(job)) return null;
+    if ((job.spec.resources.gpus?.count ?? 0) > 0) return null;
+    if ((this.modes.get(nodeId) ?? 'active') !== 'active') return null;
+    let looked = 0;
+    for (const id of this.orderedQueueOf(job.id)) {
+      if (++looked > TAKE_NEXT_SCAN) break;
+      const task = this.tasksById.get(id)!;
+      if (task.notBefore > at) continue;
+      this.assignTo(job, task, nodeId, null, at);
+      return { type: 'taskAssigned', taskId: task.id, nodeId, attempt: task.attempt };
+    }
+    return null;
+  }
+
+  /**
+   * Whether the scheduler's fairness rules would give a freed slot to `job`'s submitter: no job with queued
+   * tasks has a higher priority, and no other submitter with queued tasks at this priority has fewer tasks
+   * live (the scheduler serves the one with the fewest first). Among one submitter's jobs of one priority a
+   * slot keeps serving its job until that job's queue is empty, as a BullMQ worker does, rather than
+   * strictly the oldest job first. Costs a look at every queued class, so beyond TAKE_NEXT_MAX_CLASSES it
+   * says no and leaves the choice to the scheduler.
+   */
+  private isNextInLine(job: JobRecord): boolean {
+    if (this.queuedJobsByClass.size > TAKE_NEXT_MAX_CLASSES) return false;
+    const mine = this.liveBySubmitter.get(job.submitter) ?? 0;
+    for (const c of this.queuedJobsByClass.values()) {
+      if (c.priority > job.spec.priority) return false;
+      if (c.priority === job.spec.priority && (this.liveBySubmitter.get(c.submitter) ?? 0) < mine)
+        return false;
+    }
+    return true;
   }
 
   /** Refusal for a report that does not name the task's live attempt, or null when it does. */
@@ -553,10 +624,16 @@ export class JobStateMachine {
     record.usage = cmd.usage;
     task.stdoutTail = cutTail(cmd.stdoutTail);
     task.stderrTail = cutTail(cmd.stderrTail);
+    const nodeId = task.nodeId!;
     this.removeLive(task);
     if (cmd.outcome === 'succeeded') {
       this.setState(job, task, 'succeeded', cmd.at);
-      return { ok: true, effects: this.afterTerminal(job, cmd.at) };
+      const effects = this.afterTerminal(job, cmd.at);
+      if (cmd.takeNext === true) {
+        const next = this.takeNext(job, nodeId, cmd.at);
+        if (next !== null) effects.push(next);
+      }
+      return { ok: true, effects };
     }
     return { ok: true, effects: this.retryOrFail(job, task, cmd.at) };
   }
@@ -631,7 +708,12 @@ export class JobStateMachine {
     if (prev === 'queued') {
       const ofJob = this.queuedByJob.get(job.id)!;
       ofJob.delete(task.id);
-      if (ofJob.size === 0) this.queuedByJob.delete(job.id);
+      if (ofJob.size === 0) {
+        this.queuedByJob.delete(job.id);
+        const cls = classOf(job);
+        const entry = this.queuedJobsByClass.get(cls)!;
+        if (--entry.jobs === 0) this.queuedJobsByClass.delete(cls);
+      }
     }
     if (next === 'queued') this.enqueue(job.id, task.id, true);
     if (isTerminal(next) && !isTerminal(prev)) this.activeTaskTotal--;
@@ -642,6 +724,12 @@ export class JobStateMachine {
     if (!ofJob) {
       ofJob = new Set();
       this.queuedByJob.set(jobId, ofJob);
+      const job = this.jobsById.get(jobId)!;
+      const cls = classOf(job);
+      const entry = this.queuedJobsByClass.get(cls);
+      if (entry) entry.jobs++;
+      else
+        this.queuedJobsByClass.set(cls, { priority: job.spec.priority, submitter: job.submitter, jobs: 1 });
     }
     ofJob.add(taskId);
     if (outOfOrder) this.unorderedJobs.add(jobId);
@@ -652,14 +740,22 @@ export class JobStateMachine {
     const jobIds = [...this.queuedByJob.keys()].sort(
       (a, b) => this.jobsById.get(a)!.seq - this.jobsById.get(b)!.seq,
     );
-    for (const jobId of jobIds) {
-      let ids = this.queuedByJob.get(jobId)!;
-      if (this.unorderedJobs.delete(jobId)) {
-        ids = new Set([...ids].sort((a, b) => this.tasksById.get(a)!.index - this.tasksById.get(b)!.index));
-        this.queuedByJob.set(jobId, ids);
-      }
-      yield ids;
+    for (const jobId of jobIds) yield this.orderedQueueOf(jobId);
+  }
+
+  /**
+   * The job's queued ids in index order. A set is in index order whenever its job is not in `unorderedJobs`
+   * (only a task coming back to the queue breaks the order, and that flags the job), so every replica sees
+   * the same order here, whether or not it sorted that set before (the leader sorts on its passes).
+   */
+  private orderedQueueOf(jobId: string): Set<string> {
+    let ids = this.queuedByJob.get(jobId);
+    if (ids === undefined) return new Set();
+    if (this.unorderedJobs.delete(jobId)) {
+      ids = new Set([...ids].sort((a, b) => this.tasksById.get(a)!.index - this.tasksById.get(b)!.index));
+      this.queuedByJob.set(jobId, ids);
     }
+    return ids;
   }
 
   private addLive(task: TaskRecord): void {
@@ -669,13 +765,18 @@ export class JobStateMachine {
       this.liveByNode.set(task.nodeId!, set);
     }
     set.add(task.id);
+    const submitter = this.jobsById.get(task.jobId)!.submitter;
+    this.liveBySubmitter.set(submitter, (this.liveBySubmitter.get(submitter) ?? 0) + 1);
   }
 
   private removeLive(task: TaskRecord): void {
     const set = this.liveByNode.get(task.nodeId!);
-    if (set !== undefined) {
-      set.delete(task.id);
+    if (set?.delete(task.id)) {
       if (set.size === 0) this.liveByNode.delete(task.nodeId!);
+      const submitter = this.jobsById.get(task.jobId)!.submitter;
+      const n = this.liveBySubmitter.get(submitter)! - 1;
+      if (n === 0) this.liveBySubmitter.delete(submitter);
+      else this.liveBySubmitter.set(submitter, n);
     }
     task.nodeId = null;
   }
@@ -1027,6 +1128,8 @@ export class JobStateMachine {
     this.jobsById = next.jobsById;
     this.tasksById = next.tasksById;
     this.queuedByJob = next.queuedByJob;
+    this.queuedJobsByClass = next.queuedJobsByClass;
+    this.liveBySubmitter = next.liveBySubmitter;
     this.unorderedJobs = next.unorderedJobs;
     this.liveByNode = next.liveByNode;
     this.finishedOrder = next.finishedOrder;
