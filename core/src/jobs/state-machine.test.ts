@@ -333,7 +333,13 @@ describe('finish-and-take-next', () => {
     assert.equal(ok(sm.apply(next('j1/2', 1))).effects[0]?.type, 'taskAssigned');
     // A higher-priority job waits (alice's own): the scheduler must place that one first.
     ok(
-      sm.apply({ type: 'submitJob', jobId: 'j3', spec: spec({ priority: 90 }), submitter: 'alice', at: 3500 }),
+      sm.apply({
+        type: 'submitJob',
+        jobId: 'j3',
+        spec: spec({ priority: 90 }),
+        submitter: 'alice',
+        at: 3500,
+      }),
     );
     assert.deepEqual(ok(sm.apply(next('j1/3', 1, 'succeeded', 4000))).effects, []);
     assert.equal(sm.task('j1/5')!.state, 'queued');
