@@ -7,12 +7,12 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import wabtInit from 'wabt';
 import type { Cluster, ClusterNode } from '../src/cluster.ts';
 import { requireNetns } from '../src/netns.ts';
 import { waitFor } from '../src/proc.ts';
 import { requireDocker, TEST_IMAGE } from './lib/docker.ts';
 import { cli, cliJson, type Json, newClusterKey, startDaemons } from './lib/namespaced.ts';
+import { detachedWasmRun, NOOP_WAT, wasmOf } from './lib/wasm.ts';
 
 const skip = requireNetns() ?? requireDocker();
 const dir = mkdtempSync(`${tmpdir()}/meshrun-jobs-`);
@@ -268,26 +268,10 @@ describe('jobs end to end', { skip, timeout: 420_000 }, () => {
     // log entry: its assignedAt is then exactly that task's endedAt on the same node.
     const nodes = (await cliJson(c.nodes[0]!, ['nodes'])) as Json[];
     const cpus = Math.min(...nodes.map((n) => n.offered.cpus as number));
-    const wabt = await wabtInit();
     const wasm = join(dir, 'noop.wasm');
-    writeFileSync(
-      wasm,
-      wabt.parseWat('noop.wat', '(module (memory (export "memory") 1) (func (export "_start")))').toBinary({})
-        .buffer,
-    );
+    writeFileSync(wasm, await wasmOf(NOOP_WAT));
     const count = 30;
-    const r = await cli(c.nodes[1]!, [
-      'run',
-      '--detach',
-      '--count',
-      String(count),
-      '--cpus',
-      String(cpus),
-      '--memory',
-      '16M',
-      '--wasm',
-      wasm,
-    ]);
+    const r = await cli(c.nodes[1]!, detachedWasmRun(wasm, count, cpus));
     assert.equal(r.code, 0, r.stderr);
     const jobId = r.stdout.trim();
     const done = await waitFor(

@@ -8,26 +8,14 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import wabtInit from 'wabt';
 import type { Cluster, ClusterNode } from '../src/cluster.ts';
 import { requireNetns } from '../src/netns.ts';
 import { waitFor } from '../src/proc.ts';
 import { cli, cliJson, type Json, newClusterKey, startDaemons } from './lib/namespaced.ts';
+import { detachedWasmRun, sleepWat, wasmOf } from './lib/wasm.ts';
 
 const skip = requireNetns();
 
-/** A WASI module that sleeps `seconds` (poll_oneoff on a relative monotonic clock), then exits 0. */
-async function sleepModule(seconds: number): Promise<Uint8Array> {
-  const wat = `(module
-    (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
-    (memory (export "memory") 1)
-    (func (export "_start")
-      (i32.store (i32.const 16) (i32.const 1))
-      (i64.store (i32.const 24) (i64.const ${seconds * 1_000_000_000}))
-      (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))`;
-  const wabt = await wabtInit();
-  return new Uint8Array(wabt.parseWat('sleep.wat', wat).toBinary({}).buffer);
-}
 /** A proposal: a job that can never be placed (so it stays in the log, untouched by workers). */
 async function propose(n: ClusterNode, tag: string): Promise<string | null> {
   const r = await cli(
@@ -147,19 +135,8 @@ describe('raft on real processes', { skip, timeout: 300_000 }, () => {
     const dir = mkdtempSync(join(tmpdir(), 'meshrun-raft-wasm-'));
     try {
       const wasm = join(dir, 'sleep.wasm');
-      writeFileSync(wasm, await sleepModule(15));
-      const run = await cli(leader, [
-        'run',
-        '--detach',
-        '--count',
-        '8',
-        '--cpus',
-        '0.1',
-        '--memory',
-        '16M',
-        '--wasm',
-        wasm,
-      ]);
+      writeFileSync(wasm, await wasmOf(sleepWat(15)));
+      const run = await cli(leader, detachedWasmRun(wasm, 8, 0.1));
       assert.equal(run.code, 0, run.stderr);
       const jobId = run.stdout.trim();
       // Spread over the four nodes: wait until the victim runs some of them.
