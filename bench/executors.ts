@@ -6,7 +6,9 @@
  *  - WASM: the first task's start on a fresh executor (boots a worker thread), then with the worker pool warm
  *    the start latency (run() call → 'started' event) and whole-run time, p50, and the throughput of
  *    WASM_TASKS no-op tasks run WASM_PARALLEL at a time (tasks/s, CPU ms per task across all threads and on the
- *    executor's own thread alone; WASM_TASKS=n in the environment overrides the default 500).
+ *    executor's own thread alone; WASM_TASKS=n in the environment overrides the default 500), and the same for
+ *    a module near the size limit (a 2.5 MiB data segment: hashed to find it in the compiled-module cache, and
+ *    copied into every instance's memory).
  * Run alone: `npx node bench/executors.ts` (needs the Docker engine and meshrun-test/busybox:1), or
  * `npx node bench/executors.ts wasm` for the WASM part only (no Docker needed).
  */
@@ -16,6 +18,7 @@ import { promisify } from 'node:util';
 import { DockerExecutor } from '@meshrun/core/executors/docker.ts';
 import type { NodePolicy, TaskSpec } from '@meshrun/core/executors/types.ts';
 import { WasmExecutor } from '@meshrun/core/executors/wasm.ts';
+import wabtInit from 'wabt';
 
 const execFileAsync = promisify(execFile);
 const IMAGE = 'meshrun-test/busybox:1';
@@ -25,6 +28,8 @@ const PARALLEL = 16;
 const WASM_RUNS = 30;
 const WASM_TASKS = Number(process.env.WASM_TASKS) || 500;
 const WASM_PARALLEL = 16;
+const BIG_MODULE_DATA_BYTES = 2.5 * 1024 * 1024;
+const BIG_MODULE_TASKS = 200;
 
 const policy: NodePolicy = {
   allowNetwork: false,
@@ -137,7 +142,7 @@ export async function benchWasm(): Promise<Record<string, unknown>> {
   const wasm = new WasmExecutor();
   let seqWasm = 0;
   /** One no-op task; resolves with [ms to 'started', ms to the end]. */
-  const runOne = async (): Promise<[number, number]> => {
+  const runOne = async (module: Uint8Array = EMPTY_WASI_MODULE): Promise<[number, number]> => {
     const t = performance.now();
     let startedAt = Number.NaN;
     const r = await wasm.run(
@@ -146,7 +151,7 @@ export async function benchWasm(): Promise<Record<string, unknown>> {
         jobId: 'bench',
         attempt: 0,
         executor: 'wasm',
-        wasm: { module: EMPTY_WASI_MODULE },
+        wasm: { module },
         resources: { cpus: 1, memoryBytes: 16 * 1024 * 1024 },
         timeoutMs: 10_000,
       },
@@ -171,31 +176,55 @@ export async function benchWasm(): Promise<Record<string, unknown>> {
       wasmStart.push(start);
       wasmTotal.push(total);
     }
-    let next = 0;
-    const cpu = process.cpuUsage();
-    const mainCpu = process.threadCpuUsage();
-    const parallelMs = await timed(() =>
-      Promise.all(
-        Array.from({ length: WASM_PARALLEL }, async () => {
-          while (next++ < WASM_TASKS) await runOne();
-        }),
-      ),
+    /** `tasks` runs of `module`, WASM_PARALLEL at a time: tasks/s, CPU ms per task (all threads, main thread). */
+    const throughput = async (tasks: number, module?: Uint8Array) => {
+      let next = 0;
+      const cpu = process.cpuUsage();
+      const mainCpu = process.threadCpuUsage();
+      const ms = await timed(() =>
+        Promise.all(
+          Array.from({ length: WASM_PARALLEL }, async () => {
+            while (next++ < tasks) await runOne(module);
+          }),
+        ),
+      );
+      const all = process.cpuUsage(cpu);
+      const main = process.threadCpuUsage(mainCpu);
+      return {
+        perSec: round((tasks / ms) * 1000),
+        cpuMs: Math.round(((all.user + all.system) / 1000 / tasks) * 100) / 100,
+        mainCpuMs: Math.round(((main.user + main.system) / 1000 / tasks) * 1000) / 1000,
+      };
+    };
+    const small = await throughput(WASM_TASKS);
+    const wabt = await wabtInit();
+    const big = new Uint8Array(
+      wabt
+        .parseWat(
+          'big.wat',
+          `(module (memory (export "memory") 64) (data (i32.const 0) "${'a'.repeat(BIG_MODULE_DATA_BYTES)}")` +
+            ' (func (export "_start")))',
+        )
+        .toBinary({}).buffer,
     );
-    const cpuUsed = process.cpuUsage(cpu);
-    const mainCpuUsed = process.threadCpuUsage(mainCpu);
+    await runOne(big); // compiled once, like the first task of a job
+    const large = await throughput(BIG_MODULE_TASKS, big);
     return {
       wasmColdStartMs: round(coldStart),
       wasmStartMsP50: round(percentile(wasmStart, 50)),
       wasmRunMsP50: round(percentile(wasmTotal, 50)),
       wasmTasks: WASM_TASKS,
       wasmParallel: WASM_PARALLEL,
-      wasmTasksPerSec: round((WASM_TASKS / parallelMs) * 1000),
+      wasmTasksPerSec: small.perSec,
       /** Process CPU (all threads: executor, workers, fs) per task during the parallel run. */
-      wasmCpuMsPerTask: Math.round(((cpuUsed.user + cpuUsed.system) / 1000 / WASM_TASKS) * 100) / 100,
+      wasmCpuMsPerTask: small.cpuMs,
       /** The executor's own thread (the daemon's main thread) per task: run(), fs work, messages, timers. */
-      wasmMainThreadCpuMsPerTask:
-        Math.round(((mainCpuUsed.user + mainCpuUsed.system) / 1000 / WASM_TASKS) * 1000) / 1000,
+      wasmMainThreadCpuMsPerTask: small.mainCpuMs,
       wasmWorkersCreated: wasm.poolStats.created,
+      wasmLargeModuleBytes: big.byteLength,
+      wasmLargeModuleTasksPerSec: large.perSec,
+      wasmLargeModuleCpuMsPerTask: large.cpuMs,
+      wasmLargeModuleMainThreadCpuMsPerTask: large.mainCpuMs,
     };
   } finally {
     await wasm.close();
