@@ -47,6 +47,14 @@ const PULL_PROGRESS_INTERVAL_MS = 100;
 const OUTPUT_DRAIN_MS = 2000;
 /** Output chunks held back until 'started' is emitted (start() resolves within milliseconds). */
 const EARLY_OUTPUT_MAX_CHUNKS = 1024;
+/**
+ * How long a task killed by SIGKILL that the engine did not mark OOMKilled waits for a late 'oom' event: the
+ * engine's OOM and exit events race (containerd sends them independently), and when the exit wins the
+ * container's OOMKilled flag stays false for good.
+ */
+const LATE_OOM_WAIT_MS = 1000;
+/** 'oom' events remembered (container ids), oldest dropped first. */
+const OOM_SEEN_MAX = 4096;
 
 export interface DockerExecutorOptions {
   /** Label value identifying this node's containers; cleanupLeftovers only touches these. */
@@ -88,6 +96,9 @@ export class DockerExecutor implements Executor {
   readonly #options: DockerExecutorOptions;
   #info: Promise<{ arch: string; runtimes: string[] }> | null = null;
   #holderReady: Promise<void> | null = null;
+  /** Our containers the engine reported an 'oom' event for (see #watchOom). */
+  readonly #oomSeen = new Set<string>();
+  #oomWatch: Promise<void> | null = null;
 
   constructor(options: DockerExecutorOptions) {
     this.#options = options;
@@ -118,6 +129,63 @@ export class DockerExecutor implements Executor {
       );
     }
     return this.#info;
+  }
+
+  /**
+   * Keeps one engine event stream open for 'oom' events of this node's containers, so that an OOM kill whose
+   * event arrives after the container's exit is still told from another SIGKILL. Opened before the first
+   * task starts; reopened by the next task if it ends. Its socket does not keep the process alive.
+   */
+  #watchOom(): Promise<void> {
+    this.#oomWatch ??= this.docker
+      .getEvents({
+        filters: { type: ['container'], event: ['oom'], label: [`${LABEL_NODE}=${this.nodeId}`] },
+      })
+      .then((stream) => {
+        const events = stream as NodeJS.ReadableStream & { socket?: { unref?: () => void } };
+        events.socket?.unref?.();
+        let buf = '';
+        events.on('data', (chunk: Buffer) => {
+          buf += chunk.toString('utf8');
+          if (buf.length > STATS_LINE_MAX) buf = '';
+          let nl = buf.indexOf('\n');
+          while (nl >= 0) {
+            try {
+              const e = JSON.parse(buf.slice(0, nl)) as { id?: string; Actor?: { ID?: string } };
+              const id = e.Actor?.ID ?? e.id;
+              if (typeof id === 'string') {
+                this.#oomSeen.add(id);
+                if (this.#oomSeen.size > OOM_SEEN_MAX)
+                  this.#oomSeen.delete(this.#oomSeen.values().next().value!);
+              }
+            } catch {
+              // not an event line: skip it
+            }
+            buf = buf.slice(nl + 1);
+            nl = buf.indexOf('\n');
+          }
+        });
+        const reopenLater = () => {
+          this.#oomWatch = null;
+        };
+        events.on('end', reopenLater);
+        events.on('error', reopenLater);
+      })
+      .catch(() => {
+        this.#oomWatch = null; // the next task tries again
+      });
+    return this.#oomWatch;
+  }
+
+  /** Whether the engine reported an OOM for the container, waiting up to `waitMs` for a late event. */
+  async #oomReported(containerId: string, waitMs: number): Promise<boolean> {
+    const until = Date.now() + waitMs;
+    while (!this.#oomSeen.has(containerId)) {
+      if (Date.now() >= until) return false;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    this.#oomSeen.delete(containerId);
+    return true;
   }
 
   async caps(): Promise<ExecutorCaps> {
@@ -351,6 +419,7 @@ export class DockerExecutor implements Executor {
       stopping = 'cancelled';
       container.stop({ t: grace }).catch(() => {});
     };
+    await this.#watchOom();
     await container.start();
     const startedAt = Date.now();
     onEvent({ type: 'started', at: startedAt });
@@ -392,7 +461,11 @@ export class DockerExecutor implements Executor {
     if (stoppedBy === 'cancelled') return result('cancelled', 'cancelled by request', { ...base, exitCode });
     if (stoppedBy === 'timeout')
       return result('timeout', `exceeded ${spec.timeoutMs} ms`, { ...base, exitCode });
-    if (state.OOMKilled)
+    const oomKilled =
+      state.OOMKilled ||
+      (exitCode === 137 && (await this.#oomReported(container.id, LATE_OOM_WAIT_MS))) ||
+      this.#oomSeen.delete(container.id);
+    if (oomKilled)
       return result('oom', `killed: memory limit of ${spec.resources.memoryBytes} bytes exceeded`, {
         ...base,
         exitCode,
