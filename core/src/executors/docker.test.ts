@@ -254,11 +254,40 @@ describe('DockerExecutor (real engine)', { skip, concurrency: 6 }, () => {
       { policy: basePolicy, onEvent: rec.onEvent },
     );
     assert.equal(r.outcome, 'exited', r.reason);
+    // Every write into the shared scratch succeeded (a failed one would show here, not only as missing files).
+    assert.equal(r.exitCode, 0, `stderr: ${rec.text('stderr')}`);
     assert.equal(rec.text('stdout'), 'hello input\n');
     const files = Object.fromEntries(
       (r.outputs ?? []).map((f) => [f.path, Buffer.from(f.content).toString()]),
     );
-    assert.deepEqual(files, { 'result.txt': 'HELLO INPUT\n', 'out/x': '1\n', 'out/y': '2\n' });
+    assert.deepEqual(files, { 'result.txt': 'HELLO INPUT\n', 'out/x': '1\n', 'out/y': '2\n' }, r.reason);
+  });
+
+  it('outputs lost with a stopped holder are an error, not files that were never written', async () => {
+    const spec = dockerSpec({
+      command: ['sh', '-c', 'sleep 1; echo 1 > result.txt'],
+      outputs: ['result.txt'],
+    });
+    let killed: Promise<unknown> | null = null;
+    const r = await executor.run(spec, {
+      policy: basePolicy,
+      onEvent: (e) => {
+        if (e.type !== 'started') return;
+        // What an engine restart or a stray `docker kill` would do to the holder while the task runs.
+        killed = executor.docker
+          .listContainers({
+            filters: {
+              label: [`${LABEL_NODE}=${nodeId}`, `meshrun.task=${spec.taskId}`, 'meshrun.role=holder'],
+            },
+          })
+          .then((list) => Promise.all(list.map((c) => executor.docker.getContainer(c.Id).kill())));
+      },
+    });
+    assert.ok(killed, 'the task started');
+    assert.equal(((await killed) as unknown[]).length, 1, 'one holder killed');
+    assert.equal(r.outcome, 'error', r.reason);
+    assert.match(r.reason, /holder container stopped .* before the outputs were read/);
+    assert.equal(r.exitCode, 0, 'the task itself succeeded');
   });
 
   it('feeds the task log store live; follow() ends when the task ends', async () => {

@@ -451,6 +451,13 @@ export class DockerExecutor implements Executor {
     let outputError: string | null = null;
     if (holder && spec.outputs?.length) {
       try {
+        // A tmpfs volume keeps its files only while something mounts it: with the holder gone, reading through
+        // it would find an empty scratch and report the outputs as never written.
+        const held = (await holder.inspect()).State;
+        if (!held.Running)
+          throw new Error(
+            `the scratch volume's holder container stopped (exit code ${held.ExitCode}${held.OOMKilled ? ', OOM-killed' : ''}) before the outputs were read`,
+          );
         outputs = await this.#collectOutputs(holder, spec.outputs, policy.scratchBytes);
       } catch (e) {
         outputError = errMessage(e);
