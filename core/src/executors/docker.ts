@@ -144,27 +144,20 @@ export class DockerExecutor implements Executor {
       .then((stream) => {
         const events = stream as NodeJS.ReadableStream & { socket?: { unref?: () => void } };
         events.socket?.unref?.();
-        let buf = '';
-        events.on('data', (chunk: Buffer) => {
-          buf += chunk.toString('utf8');
-          if (buf.length > STATS_LINE_MAX) buf = '';
-          let nl = buf.indexOf('\n');
-          while (nl >= 0) {
-            try {
-              const e = JSON.parse(buf.slice(0, nl)) as { id?: string; Actor?: { ID?: string } };
-              const id = e.Actor?.ID ?? e.id;
-              if (typeof id === 'string') {
-                this.#oomSeen.add(id);
-                if (this.#oomSeen.size > OOM_SEEN_MAX)
-                  this.#oomSeen.delete(this.#oomSeen.values().next().value!);
-              }
-            } catch {
-              // not an event line: skip it
+        const lines = lineSplitter(STATS_LINE_MAX, (line) => {
+          try {
+            const e = JSON.parse(line) as { id?: string; Actor?: { ID?: string } };
+            const id = e.Actor?.ID ?? e.id;
+            if (typeof id === 'string') {
+              this.#oomSeen.add(id);
+              if (this.#oomSeen.size > OOM_SEEN_MAX)
+                this.#oomSeen.delete(this.#oomSeen.values().next().value!);
             }
-            buf = buf.slice(nl + 1);
-            nl = buf.indexOf('\n');
+          } catch {
+            // not an event line: skip it
           }
         });
+        events.on('data', (chunk: Buffer) => lines.push(chunk));
         const reopenLater = () => {
           this.#oomWatch = null;
         };
@@ -524,7 +517,6 @@ export class DockerExecutor implements Executor {
   #followStats(container: Docker.Container, usage: { cpuMs: number; peakMemoryBytes: number }): () => void {
     let stream: (NodeJS.ReadableStream & { destroy?: () => void }) | null = null;
     let stopped = false;
-    let buf = '';
     const take = (line: string) => {
       try {
         const s = JSON.parse(line) as {
@@ -540,27 +532,20 @@ export class DockerExecutor implements Executor {
         // a partial or odd line: skip it
       }
     };
+    const lines = lineSplitter(STATS_LINE_MAX, take);
     container
       .stats({ stream: true })
       .then((s) => {
         stream = s as typeof stream;
         if (stopped) return stream?.destroy?.();
-        s.on('data', (chunk: Buffer) => {
-          buf += chunk.toString('utf8');
-          let nl = buf.indexOf('\n');
-          while (nl >= 0) {
-            take(buf.slice(0, nl));
-            buf = buf.slice(nl + 1);
-            nl = buf.indexOf('\n');
-          }
-          if (buf.length > STATS_LINE_MAX) buf = '';
-        });
+        s.on('data', (chunk: Buffer) => lines.push(chunk));
         s.on('error', () => {});
       })
       .catch(() => {});
     return () => {
       stopped = true;
-      if (buf) take(buf);
+      const rest = lines.rest();
+      if (rest) take(rest);
       stream?.destroy?.();
     };
   }
@@ -647,7 +632,6 @@ export class DockerExecutor implements Executor {
       });
     };
     const outcome = await new Promise<'done' | 'timeout' | 'cancelled' | string>((resolve) => {
-      let buf = '';
       let finished = false;
       const timer = setTimeout(() => finish('timeout'), timeoutMs);
       const onAbort = () => finish('cancelled');
@@ -661,18 +645,15 @@ export class DockerExecutor implements Executor {
         if (v !== 'done') stream.destroy?.();
         resolve(v);
       }
-      stream.on('data', (chunk: Buffer) => {
-        buf += chunk.toString('utf8');
-        let nl = buf.indexOf('\n');
-        while (nl >= 0) {
-          onLine(buf.slice(0, nl).trim());
-          buf = buf.slice(nl + 1);
-          nl = buf.indexOf('\n');
-        }
-        if (buf.length > PULL_LINE_MAX) finish('progress line too long');
-      });
+      const lines = lineSplitter(
+        PULL_LINE_MAX,
+        (line) => onLine(line.trim()),
+        () => finish('progress line too long'),
+      );
+      stream.on('data', (chunk: Buffer) => lines.push(chunk));
       stream.on('end', () => {
-        if (buf.trim()) onLine(buf.trim());
+        const rest = lines.rest().trim();
+        if (rest) onLine(rest);
         finish('done');
       });
       stream.on('error', (e: Error) => finish(e.message));
@@ -729,6 +710,35 @@ function classifyPullError(message: string): string {
   )
     return `registry unreachable: ${message}`;
   return message;
+}
+
+/**
+ * Cuts an engine stream of newline-delimited JSON (pull progress, stats, events) into lines for `onLine`. A
+ * partial line longer than `maxLine` is dropped and reported to `onOverflow`: the stream is not what we read.
+ */
+function lineSplitter(maxLine: number, onLine: (line: string) => void, onOverflow: () => void = () => {}) {
+  let buf = '';
+  return {
+    push(chunk: Buffer): void {
+      buf += chunk.toString('utf8');
+      let nl = buf.indexOf('\n');
+      while (nl >= 0) {
+        onLine(buf.slice(0, nl));
+        buf = buf.slice(nl + 1);
+        nl = buf.indexOf('\n');
+      }
+      if (buf.length > maxLine) {
+        buf = '';
+        onOverflow();
+      }
+    },
+    /** What is left after the last newline (a stream may end without one). */
+    rest(): string {
+      const r = buf;
+      buf = '';
+      return r;
+    },
+  };
 }
 
 async function drain(stream: NodeJS.ReadableStream, maxBytes: number): Promise<string> {
