@@ -519,8 +519,9 @@ export const TaskFinishedCommandSchema = z.strictObject({
   startedAt: TimestampSchema.optional(),
   /**
    * The node has room for another task of this job in the slot this one frees: if the run succeeded and the
-   * job is the only one with queued tasks, applying this report assigns the job's next task to the same node
-   * (see JobStateMachine.taskFinished). Saves the leader's assign command and a Raft round per slot turnover.
+   * scheduler would serve this job's submitter next anyway, applying this report assigns the job's next task
+   * to the same node (see JobStateMachine.takeNext). Saves the leader's assign command and a Raft round per
+   * slot turnover.
    */
   takeNext: z.boolean().optional(),
   at: TimestampSchema,

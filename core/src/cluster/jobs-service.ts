@@ -382,7 +382,7 @@ export class JobsService {
         cpuMs: result.usage.cpuMs,
         maxMemoryBytes: result.usage.peakMemoryBytes,
       },
-      ...(mapped.outcome === 'succeeded' && this.#hasRoomForNext(rs) ? { takeNext: true } : {}),
+      ...(mapped.outcome === 'succeeded' && this.#hasRoomForNext(rs, submitter) ? { takeNext: true } : {}),
       at: result.endedAt,
     }).catch((err: Error) => {
       this.#log.warn({ task: run.taskId, err: err.message }, 'could not report task result');
@@ -415,13 +415,15 @@ export class JobsService {
    * has the same shape, so it fits when what the runs hold now, the finishing one included, is within the
    * offer. GPU tasks are left to the leader (their GPUs are reserved by index).
    */
-  #hasRoomForNext(rs: NonNullable<ReturnType<JobStateMachine['taskRunSpec']>>): boolean {
+  #hasRoomForNext(
+    rs: NonNullable<ReturnType<JobStateMachine['taskRunSpec']>>,
+    submitter: string | null,
+  ): boolean {
     if (this.#stopped || rs.resources.gpus) return false;
     const own = this.#o.node.ownAdvertisement();
     const offer = own.offered;
     if (own.mode !== 'active' || !offer.executors.includes(rs.executor)) return false;
     if (this.#running.size > offer.maxConcurrent) return false;
-    const submitter = this.#o.machine.job(rs.jobId)?.submitter ?? null;
     if (!submitterAllowed(offer.allowedSubmitters, submitter)) return false;
     let cpus = 0;
     let memoryBytes = 0;
