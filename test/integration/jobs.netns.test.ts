@@ -11,7 +11,7 @@ import type { Cluster, ClusterNode } from '../src/cluster.ts';
 import { requireNetns } from '../src/netns.ts';
 import { waitFor } from '../src/proc.ts';
 import { requireDocker, TEST_IMAGE } from './lib/docker.ts';
-import { cli, cliJson, type Json, newClusterKey, startDaemons } from './lib/namespaced.ts';
+import { cli, cliJson, type Json, jobEnded, newClusterKey, startDaemons } from './lib/namespaced.ts';
 import { detachedWasmRun, NOOP_WAT, wasmOf } from './lib/wasm.ts';
 
 const skip = requireNetns() ?? requireDocker();
@@ -274,13 +274,8 @@ describe('jobs end to end', { skip, timeout: 420_000 }, () => {
     const r = await cli(c.nodes[1]!, detachedWasmRun(wasm, count, cpus));
     assert.equal(r.code, 0, r.stderr);
     const jobId = r.stdout.trim();
-    const done = await waitFor(
-      async () => {
-        const s = await cliJson(c.nodes[2]!, ['status', jobId]);
-        return s.state !== 'queued' && s.state !== 'running' ? s : null;
-      },
-      { timeoutMs: 60_000, intervalMs: 300, description: 'the job to end' },
-    );
+    await jobEnded(c.nodes[2]!, jobId);
+    const done = await cliJson(c.nodes[2]!, ['status', jobId]);
     assert.equal(done.state, 'succeeded', JSON.stringify(done.counts));
     const attempts = (done.tasks as Json[]).map((t) => {
       assert.equal(t.attempts.length, 1, `task ${t.taskId} ran once`);
@@ -332,15 +327,7 @@ describe('jobs end to end', { skip, timeout: 420_000 }, () => {
     // Past TTL + grace (2 s + 1 s here), with margin.
     await new Promise((resolve) => setTimeout(resolve, 5000));
     for (const n of c.nodes) n.proc.kill('SIGCONT');
-    const done = await waitFor(
-      async () => {
-        const j = ((await cliJson(submitter, ['jobs', '--limit', '10000'])) as Json[]).find(
-          (x) => x.jobId === jobId,
-        );
-        return j && j.state !== 'queued' && j.state !== 'running' ? j : null;
-      },
-      { timeoutMs: 60_000, intervalMs: 500, description: 'the job to end' },
-    );
+    const done = await jobEnded(submitter, jobId);
     assert.equal(done.state, 'succeeded', JSON.stringify(done.counts));
     assert.deepEqual(done.attemptOutcomes, { succeeded: 6 }, 'no attempt was declared lost');
   });

@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import type { Cluster, ClusterNode } from '../src/cluster.ts';
 import { requireNetns } from '../src/netns.ts';
 import { waitFor } from '../src/proc.ts';
-import { cli, cliJson, type Json, newClusterKey, startDaemons } from './lib/namespaced.ts';
+import { cli, cliJson, type Json, jobEnded, newClusterKey, startDaemons } from './lib/namespaced.ts';
 import { detachedWasmRun, sleepWat, wasmOf } from './lib/wasm.ts';
 
 const skip = requireNetns();
@@ -167,14 +167,7 @@ describe('raft on real processes', { skip, timeout: 300_000 }, () => {
         { timeoutMs: 30_000, intervalMs: 300, description: 'the resumed node to rejoin as a learner' },
       );
       assert.equal(rejoined.learners.length, 1);
-      const done = await waitFor(
-        async () => {
-          const jobs = (await cliJson(leader, ['jobs', '--limit', '10000'])) as Json[];
-          const j = jobs.find((x) => x.jobId === jobId);
-          return j && j.state !== 'queued' && j.state !== 'running' ? j : null;
-        },
-        { timeoutMs: 60_000, intervalMs: 500, description: 'the job to end' },
-      );
+      const done = await jobEnded(leader, jobId);
       assert.equal(done.state, 'succeeded', JSON.stringify(done.counts));
       assert.deepEqual(done.attemptOutcomes, { succeeded: 8 }, 'every task ran exactly once, none was lost');
       const job = await cliJson(leader, ['status', jobId]);

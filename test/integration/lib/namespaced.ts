@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { type Cluster, type ClusterHost, type ClusterNode, startCluster } from '../../src/cluster.ts';
-import { runCli } from '../../src/proc.ts';
+import { runCli, waitFor } from '../../src/proc.ts';
 
 // biome-ignore lint/suspicious/noExplicitAny: CLI JSON output is read field by field in assertions.
 export type Json = Record<string, any>;
@@ -50,4 +50,15 @@ export async function cliJson(n: ClusterNode, args: string[]): Promise<Json> {
   const r = await cli(n, [...args, '--json']);
   if (r.code !== 0) throw new Error(`meshrun ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
   return JSON.parse(r.stdout);
+}
+
+/** Waits until the job has ended (up to 60 s) and returns its row of `meshrun jobs` (counts, attemptOutcomes). */
+export function jobEnded(n: ClusterNode, jobId: string): Promise<Json> {
+  return waitFor(
+    async () => {
+      const j = ((await cliJson(n, ['jobs', '--limit', '10000'])) as Json[]).find((x) => x.jobId === jobId);
+      return j && j.state !== 'queued' && j.state !== 'running' ? j : null;
+    },
+    { timeoutMs: 60_000, intervalMs: 300, description: 'the job to end' },
+  );
 }
