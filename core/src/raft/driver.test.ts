@@ -288,6 +288,44 @@ describe('RaftDriver (3 nodes, in-memory transport, level on disk)', () => {
       await db2.close();
     }
   });
+
+  it('a proposal made while the Ready loop is winding down is not left for the next tick', async () => {
+    // A proposal made as a reaction to the previous one's result (a node reporting the task it was just
+    // given, the command batcher sending its next batch) arrives some microtasks after that result. One that
+    // landed after the Ready loop's last check, but before the loop was marked finished, was only picked
+    // up by the next tick: on a single node every such proposal took a whole tick (50 ms in the daemon).
+    // The tick here is far longer than any proposal may take, and every microtask depth is tried.
+    const hub = new MemoryHub();
+    const dir = await mkdtemp(join(tmpdir(), 'raft-driver-wakeup-'));
+    dirs.push(dir);
+    const db = new Level<string, Uint8Array>(dir, { keyEncoding: 'utf8', valueEncoding: 'view' });
+    const solo = await RaftDriver.open({
+      id: 'solo',
+      db,
+      transport: hub.transport('solo'),
+      stateMachine: new Kv(),
+      tickMs: 400,
+      electionTick: 2,
+      heartbeatTick: 1,
+    });
+    solo.bootstrap({ voters: ['solo'], learners: [] });
+    try {
+      await waitFor(() => solo.status().state === 'leader', 10_000, 'solo leader');
+      const slow: string[] = [];
+      for (let depth = 0; depth < 40; depth++) {
+        await solo.propose(enc(`warm=${depth}`));
+        for (let i = 0; i < depth; i++) await null;
+        const t0 = performance.now();
+        await solo.propose(enc(`k=${depth}`));
+        const ms = performance.now() - t0;
+        if (ms > 200) slow.push(`depth ${depth}: ${Math.round(ms)} ms`);
+      }
+      assert.deepEqual(slow, [], 'proposals that waited for a tick');
+    } finally {
+      await solo.stop();
+      await db.close();
+    }
+  });
 });
 
 describe('coalesceAppends', () => {

@@ -261,6 +261,9 @@ export class RaftDriver {
     }
     this.loop = this.runLoop().finally(() => {
       this.loop = undefined;
+      // A kick between the loop's last check and this callback (a proposal made in reaction to one just
+      // applied, some microtasks later) only set `rerun`: without this it would wait for the next tick.
+      if (this.rerun) this.kick();
     });
   }
 
