@@ -75,6 +75,12 @@ export const RAFT_CONTACT_MS = 2000;
 export const REJOIN_AFTER_LEADERLESS_MS = 5000;
 /** A bootstrap decision must be the same this many formation rounds in a row before a node acts on it. */
 export const BOOTSTRAP_STABLE_ROUNDS = 3;
+/**
+ * A task's start report waits this long in the command batcher (see CommandBatcher's startHoldMs): most tasks
+ * of a high-rate job end sooner, and then one command reports both. The cost is that a longer task shows as
+ * running this much later.
+ */
+export const START_REPORT_HOLD_MS = 50;
 const CLUSTER_ID_KEY = 'cluster/id';
 
 /** Cluster ID: derived from the founding voters, so every founder computes the same one. */
@@ -362,13 +368,17 @@ export class ClusterService implements CommandLog {
   #leaderlessSince = 0;
   #lastRejoinAt = 0;
   /** Node-generated job commands go into the log in groups (see command-batcher.ts). */
-  readonly #batcher = new CommandBatcher<ApplyResult>(async (encoded, timeoutMs) => {
-    const { result } = await this.#o.driver.propose(encode({ batch: encoded }), { timeoutMs });
-    const r = result as ApplyResult | { ok: true; batch: ApplyResult[] };
-    if ('batch' in r) return r.batch;
-    // The entry as a whole was refused (cannot happen with a well-formed batch): every command gets that answer.
-    return encoded.map(() => r as ApplyResult);
-  });
+  readonly #batcher = new CommandBatcher<ApplyResult>(
+    async (encoded, timeoutMs) => {
+      const { result } = await this.#o.driver.propose(encode({ batch: encoded }), { timeoutMs });
+      const r = result as ApplyResult | { ok: true; batch: ApplyResult[] };
+      if ('batch' in r) return r.batch;
+      // The entry as a whole was refused (cannot happen with a well-formed batch): every command gets that answer.
+      return encoded.map(() => r as ApplyResult);
+    },
+    undefined,
+    START_REPORT_HOLD_MS,
+  );
 
   constructor(o: ClusterServiceOptions) {
     this.#o = o;

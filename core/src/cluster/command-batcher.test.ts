@@ -168,3 +168,33 @@ describe('CommandBatcher folding a start into its end', () => {
     assert.equal(await start1, `taskFinished:${t(1)}`, 'the absorbed start answers with its end');
   });
 });
+
+describe('CommandBatcher holding starts back', () => {
+  it('a start waits startHoldMs: folded into an end that comes sooner, sent alone after it otherwise', async () => {
+    const proposed: string[][] = [];
+    const batcher = new CommandBatcher<string>(
+      async (encoded) => {
+        const cmds = encoded.map((b) => decode(z.any(), b));
+        proposed.push(cmds.map((c) => `${c.type}:${c.taskId.slice(-1)}:${c.startedAt ?? '-'}`));
+        return cmds.map((c) => c.type);
+      },
+      10_000,
+      100,
+    );
+    const t = (i: number) => taskIdOf('j0000000001-00000000000000aa', i);
+    const keepAlive = setInterval(() => {}, 1000); // the hold timer does not keep a process alive
+    const t0 = performance.now();
+    const quickStart = batcher.submit({ type: 'taskStarted', taskId: t(0), attempt: 1, at: 100 });
+    const slowStart = batcher.submit({ type: 'taskStarted', taskId: t(1), attempt: 1, at: 110 });
+    await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(proposed, [], 'starts are held');
+    const quickEnd = batcher.submit({ type: 'taskFinished', taskId: t(0), attempt: 1, at: 120 });
+    assert.equal(await quickEnd, 'taskFinished');
+    assert.equal(await quickStart, 'taskFinished', 'the folded start answers with its end');
+    assert.deepEqual(proposed, [['taskFinished:0:100']]);
+    assert.equal(await slowStart, 'taskStarted');
+    assert.ok(performance.now() - t0 >= 95, 'the unfinished start went out only after the hold');
+    assert.deepEqual(proposed, [['taskFinished:0:100'], ['taskStarted:1:-']]);
+    clearInterval(keepAlive);
+  });
+});

@@ -33,6 +33,8 @@ interface Waiting<R> {
   startedAt?: number;
   /** Absorbed by a later taskFinished: left out of the batch. */
   absorbed?: boolean;
+  /** A taskStarted held back (see startHoldMs) until this fires. */
+  holdTimer?: NodeJS.Timeout;
 }
 
 interface TaskReport {
@@ -49,6 +51,7 @@ export type ProposeBatch<R> = (encoded: Uint8Array[], timeoutMs: number) => Prom
 export class CommandBatcher<R> {
   readonly #propose: ProposeBatch<R>;
   readonly #timeoutMs: number;
+  readonly #startHoldMs: number;
   #queue: Waiting<R>[] = [];
   /** Queued (not yet proposed) taskStarted reports by `taskId/attempt`. */
   readonly #queuedStarts = new Map<string, Waiting<R>>();
@@ -56,9 +59,15 @@ export class CommandBatcher<R> {
   /** Entries proposed and commands carried, for metrics and tests. */
   readonly stats = { batches: 0, commands: 0 };
 
-  constructor(propose: ProposeBatch<R>, timeoutMs = 10_000) {
+  /**
+   * `startHoldMs`: how long a taskStarted report waits before it may go into a batch. A task that ends
+   * within that time reports once, its start folded into its end; a longer one shows as running that much
+   * later. 0: starts go out with the next batch like any command.
+   */
+  constructor(propose: ProposeBatch<R>, timeoutMs = 10_000, startHoldMs = 0) {
     this.#propose = propose;
     this.#timeoutMs = timeoutMs;
+    this.#startHoldMs = startHoldMs;
   }
 
   /**
@@ -76,6 +85,7 @@ export class CommandBatcher<R> {
       if (absorbed) {
         this.#queuedStarts.delete(key);
         absorbed.absorbed = true;
+        clearTimeout(absorbed.holdTimer);
         cmd = { ...report, startedAt: absorbed.startedAt };
       }
     }
@@ -87,6 +97,16 @@ export class CommandBatcher<R> {
     return new Promise<R>((resolve, reject) => {
       const w: Waiting<R> = { bytes, resolve, reject, ...started };
       if (w.startKey) this.#queuedStarts.set(w.startKey, w);
+      if (w.startKey && this.#startHoldMs > 0) {
+        w.holdTimer = setTimeout(() => {
+          w.holdTimer = undefined;
+          if (w.absorbed) return;
+          this.#queue.push(w);
+          if (!this.#inFlight) this.#flush();
+        }, this.#startHoldMs);
+        w.holdTimer.unref?.();
+        return;
+      }
       this.#queue.push(w);
       if (!this.#inFlight) queueMicrotask(() => this.#flush());
     }).then(
@@ -139,7 +159,7 @@ export class CommandBatcher<R> {
       });
   }
 
-  /** Commands waiting for the batch in flight to finish. */
+  /** Commands waiting for the batch in flight to finish (held starts not counted). */
   get queued(): number {
     return this.#queue.filter((w) => !w.absorbed).length;
   }
