@@ -63,6 +63,8 @@ export const JOB_LIMITS = {
   maxReasonLength: 4096,
   maxIdLength: 128,
   maxSubmitterLength: 256,
+  /** Tasks one finish report may ask for (`takeNext`): its own successor plus a few held ready. */
+  maxTakeNext: 8,
 } as const;
 
 /** Env vars meshrun sets in every task; a spec may not set them itself. */
@@ -518,12 +520,13 @@ export const TaskFinishedCommandSchema = z.strictObject({
   /** When the run started, if its taskStarted report was folded into this one (a task that ended at once). */
   startedAt: TimestampSchema.optional(),
   /**
-   * The node has room for another task of this job in the slot this one frees: if the run succeeded and the
-   * scheduler would serve this job's submitter next anyway, applying this report assigns the job's next task
-   * to the same node (see JobStateMachine.takeNext). Saves the leader's assign command and a Raft round per
-   * slot turnover.
+   * The node has room for more tasks of this job: `true` (or 1) for the slot this one frees, a larger count
+   * when it also asks to hold a few assigned tasks ready to start (prefetch). If the run succeeded, applying
+   * this report assigns up to that many of the job's next tasks to the same node, each only while the
+   * scheduler would serve this job's submitter next anyway (see JobStateMachine.takeNext). Saves the
+   * leader's assign commands and the Raft round a freed slot would otherwise wait for.
    */
-  takeNext: z.boolean().optional(),
+  takeNext: z.union([z.boolean(), z.number().int().min(1).max(JOB_LIMITS.maxTakeNext)]).optional(),
   at: TimestampSchema,
 });
 

@@ -262,10 +262,11 @@ describe('jobs end to end', { skip, timeout: 420_000 }, () => {
     assert.equal((await cliJson(n, ['jobs', '--limit', '10000'])).length, before, 'nothing committed');
   });
 
-  it("finish-and-take-next: a node that completes a task starts the job's next one itself, never beyond its offer", async () => {
+  it("finish-and-take-next with prefetch: a node that completes a task takes the job's next ones itself, never runs beyond its offer", async () => {
     // Tasks as big as a node's whole CPU offer: one at a time per node, so 3 of the 30 are placed by the leader
-    // and every later one must be taken by a node in the report of the task it just finished, in that same
-    // log entry: its assignedAt is then exactly that task's endedAt on the same node.
+    // and every later one must be taken by a node in the report of a task it just finished, in that same log
+    // entry: its assignedAt is then exactly that task's endedAt on the same node. The tasks are short, so a
+    // report asks for more than its successor (prefetch): those wait on the node, assigned, for its one slot.
     const nodes = (await cliJson(c.nodes[0]!, ['nodes'])) as Json[];
     const cpus = Math.min(...nodes.map((n) => n.offered.cpus as number));
     const wasm = join(dir, 'noop.wasm');
@@ -279,22 +280,33 @@ describe('jobs end to end', { skip, timeout: 420_000 }, () => {
     assert.equal(done.state, 'succeeded', JSON.stringify(done.counts));
     const attempts = (done.tasks as Json[]).map((t) => {
       assert.equal(t.attempts.length, 1, `task ${t.taskId} ran once`);
-      return t.attempts[0] as { nodeId: string; assignedAt: number; endedAt: number };
+      return t.attempts[0] as { nodeId: string; assignedAt: number; startedAt: number; endedAt: number };
     });
     let taken = 0;
+    let heldReady = 0;
+    let mostInOneReport = 0;
     for (const nodeId of new Set(attempts.map((a) => a.nodeId))) {
-      const mine = attempts.filter((a) => a.nodeId === nodeId).sort((a, b) => a.assignedAt - b.assignedAt);
+      const mine = attempts.filter((a) => a.nodeId === nodeId).sort((a, b) => a.startedAt - b.startedAt);
       for (let i = 1; i < mine.length; i++) {
-        // Never two at once on one node: the offer holds one such task.
-        assert.ok(mine[i]!.assignedAt >= mine[i - 1]!.endedAt, `two tasks at once on ${nodeId}`);
-        if (mine[i]!.assignedAt === mine[i - 1]!.endedAt) taken++;
+        // Never two running at once on one node: the offer holds one such task.
+        assert.ok(mine[i]!.startedAt >= mine[i - 1]!.endedAt, `two tasks at once on ${nodeId}`);
+        if (mine[i]!.assignedAt < mine[i - 1]!.endedAt) heldReady++;
       }
+      const grantsByReport = new Map<number, number>();
+      for (const a of mine) {
+        if (!mine.some((b) => b !== a && b.endedAt === a.assignedAt)) continue;
+        taken++;
+        grantsByReport.set(a.assignedAt, (grantsByReport.get(a.assignedAt) ?? 0) + 1);
+      }
+      mostInOneReport = Math.max(mostInOneReport, ...grantsByReport.values());
     }
     const byLeader = count - taken;
     assert.ok(
       byLeader <= 3,
       `${byLeader} of ${count} tasks were placed by the leader, expected one per node`,
     );
+    assert.ok(heldReady > 0, 'no task was held ready on a node while its slot was busy');
+    assert.ok(mostInOneReport > 1, 'no finish report took more than its successor');
   });
 
   it('the whole machine stalls past the node TTL (every daemon stopped, then resumed): no running task is re-queued', async () => {

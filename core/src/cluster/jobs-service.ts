@@ -70,15 +70,26 @@ export const TAIL_BYTES = 64 * 1024;
 /** Abort reasons starting with this hand the task back to the queue instead of dropping the run silently. */
 const REQUEUE_PREFIX = 'requeue: ';
 
+/**
+ * Prefetch: a node whose task of a job just succeeded after running less than this asks for a few more of
+ * the job's tasks than the slot it frees (see #tasksWanted). Longer tasks gain nothing from it: a slot's
+ * turnover waits for one Raft commit, a few milliseconds.
+ */
+export const PREFETCH_MAX_RUN_MS = 1000;
+/** Tasks a node holds assigned but waiting for a slot, at most (and never more than its maxConcurrent). */
+export const PREFETCH_MAX_HELD = 16;
+
 interface LocalRun {
   taskId: string;
   attempt: number;
   abort: AbortController;
   startedAt: number;
   jobId: string;
-  /** What the run holds of the node's offer (see #hasRoomForNext). */
+  /** What the run holds of the node's offer while it has a slot (see #admit). */
   cpus: number;
   memoryBytes: number;
+  /** It holds one of the node's slots: it is running, or about to. False while it waits for one. */
+  admitted: boolean;
   /** Settles when the run has ended and its container is gone. */
   done?: Promise<void>;
 }
@@ -123,7 +134,14 @@ export function outcomeOf(r: TaskResult): {
 export class JobsService {
   readonly #o: JobsServiceOptions;
   readonly #log: Logger;
+  /** Every run this node has been given and not yet ended: running, or waiting for a slot. */
   readonly #running = new Map<string, LocalRun>();
+  /** Runs given to this node beyond its free slots (prefetched), in the order they came. */
+  readonly #waiting: { run: LocalRun; resolve: (how: 'waited' | 'aborted') => void }[] = [];
+  /** What the runs holding a slot take of the offer. */
+  readonly #admitted = { count: 0, cpus: 0, memoryBytes: 0 };
+  /** Tasks asked for ahead (beyond a freed slot's successor) in reports not yet answered. */
+  #askedAhead = 0;
   /** Leader's soft state: last heartbeat per node. */
   readonly #lastBeat = new Map<string, number>();
   #leaderSince = 0;
@@ -177,6 +195,17 @@ export class JobsService {
   async recoverAfterRestart(): Promise<void> {
     for (const task of this.#o.machine.tasksOnNode(this.#self)) {
       if (this.#running.has(task.id)) continue;
+      if (task.state === 'assigned') {
+        // Never reported started (held ready for a slot, or the start report was lost): another node takes it.
+        await this.#report({
+          type: 'requeue',
+          taskId: task.id,
+          attempt: task.attempt,
+          reason: 'the node restarted before the task started',
+          at: Date.now(),
+        }).catch(() => {});
+        continue;
+      }
       await this.#report({
         type: 'taskFinished',
         taskId: task.id,
@@ -236,9 +265,11 @@ export class JobsService {
       jobId: runSpec.jobId,
       cpus: runSpec.resources.cpus,
       memoryBytes: runSpec.resources.memoryBytes,
+      admitted: false,
     };
     this.#running.set(taskId, run);
     run.done = this.#execute(run, runSpec).finally(() => {
+      this.#release(run);
       if (this.#running.get(taskId) === run) this.#running.delete(taskId);
       // Whatever ended it (exit, cancel, requeue, stale attempt): local views drop the run.
       this.events.emit('ended-local', {
@@ -253,6 +284,23 @@ export class JobsService {
   }
 
   async #execute(run: LocalRun, rs: NonNullable<ReturnType<JobStateMachine['taskRunSpec']>>): Promise<void> {
+    const admission = await this.#admit(run);
+    if (admission === 'aborted') {
+      await this.#handBackIfAsked(run);
+      return;
+    }
+    if (admission === 'waited' && this.#o.node.ownAdvertisement().mode !== 'active') {
+      // Held ready while the owner paused or drained the node: it never started, so another node takes it.
+      this.#release(run);
+      await this.#report({
+        type: 'requeue',
+        taskId: run.taskId,
+        attempt: run.attempt,
+        reason: `node ${this.#self} stopped taking work before the task started`,
+        at: Date.now(),
+      }).catch(() => {});
+      return;
+    }
     const executor = this.#o.executors[rs.executor];
     const output = this.#o.output;
     await output.begin(run.taskId, run.attempt);
@@ -352,24 +400,23 @@ export class JobsService {
         usage: { cpuMs: 0, peakMemoryBytes: 0 },
       };
     }
+    const mapped = outcomeOf(result);
+    const wallMs = Math.max(0, result.endedAt - (result.startedAt ?? run.startedAt));
+    // Asked while this run still holds its slot (the successor takes that slot); then the slot goes to a
+    // task held ready here, which starts before this report is even replicated.
+    const wanted =
+      result.outcome !== 'cancelled' && mapped.outcome === 'succeeded'
+        ? this.#tasksWanted(rs, submitter, wallMs)
+        : 0;
+    this.#release(run);
     await output.end(run.taskId);
     this.events.emit('output-end', run.taskId);
     if (result.outcome === 'cancelled') {
-      // Cancelled by the log (job cancel / stale attempt): the state machine already knows; nothing to report.
-      const why = (run.abort.signal.reason as Error | undefined)?.message ?? '';
-      if (why.startsWith(REQUEUE_PREFIX)) {
-        await this.#report({
-          type: 'requeue',
-          taskId: run.taskId,
-          attempt: run.attempt,
-          reason: why.slice(REQUEUE_PREFIX.length),
-          at: Date.now(),
-        }).catch(() => {});
-      }
+      await this.#handBackIfAsked(run);
       return;
     }
-    const mapped = outcomeOf(result);
     const tails = output.tails(run.taskId, TAIL_BYTES);
+    this.#askedAhead += Math.max(0, wanted - 1);
     const res = await this.#report({
       type: 'taskFinished',
       taskId: run.taskId,
@@ -378,16 +425,20 @@ export class JobsService {
       stdoutTail: tails.stdout,
       stderrTail: tails.stderr,
       usage: {
-        wallMs: Math.max(0, result.endedAt - (result.startedAt ?? run.startedAt)),
+        wallMs,
         cpuMs: result.usage.cpuMs,
         maxMemoryBytes: result.usage.peakMemoryBytes,
       },
-      ...(mapped.outcome === 'succeeded' && this.#hasRoomForNext(rs, submitter) ? { takeNext: true } : {}),
+      ...(wanted > 0 ? { takeNext: wanted === 1 ? true : wanted } : {}),
       at: result.endedAt,
-    }).catch((err: Error) => {
-      this.#log.warn({ task: run.taskId, err: err.message }, 'could not report task result');
-      return null;
-    });
+    })
+      .catch((err: Error) => {
+        this.#log.warn({ task: run.taskId, err: err.message }, 'could not report task result');
+        return null;
+      })
+      .finally(() => {
+        this.#askedAhead -= Math.max(0, wanted - 1);
+      });
     if (res && !res.ok && res.stale)
       this.#log.info(
         { task: run.taskId, attempt: run.attempt },
@@ -408,6 +459,101 @@ export class JobsService {
     });
   }
 
+  /** A run stopped by the log (job cancel, stale attempt) needs no report, one stopped by this node does. */
+  async #handBackIfAsked(run: LocalRun): Promise<void> {
+    const why = (run.abort.signal.reason as Error | undefined)?.message ?? '';
+    if (!why.startsWith(REQUEUE_PREFIX)) return;
+    await this.#report({
+      type: 'requeue',
+      taskId: run.taskId,
+      attempt: run.attempt,
+      reason: why.slice(REQUEUE_PREFIX.length),
+      at: Date.now(),
+    }).catch(() => {});
+  }
+
+  /**
+   * Waits until the run may hold one of this node's slots: at most maxConcurrent runs, and within the offered
+   * CPUs and memory, in the order they came. The leader assigns only within the offer, so its assignments
+   * pass at once; tasks held ready (prefetched) wait here. Never waits while no run holds a slot, so a task
+   * bigger than an offer lowered since it was placed still runs. 'aborted': stopped while waiting.
+   */
+  #admit(run: LocalRun): Promise<'now' | 'waited' | 'aborted'> {
+    if (this.#waiting.length === 0 && this.#fits(run)) {
+      this.#take(run);
+      return Promise.resolve('now');
+    }
+    return new Promise((resolve) => {
+      const entry = { run, resolve };
+      this.#waiting.push(entry);
+      run.abort.signal.addEventListener(
+        'abort',
+        () => {
+          const i = this.#waiting.indexOf(entry);
+          if (i < 0) return;
+          this.#waiting.splice(i, 1);
+          resolve('aborted');
+        },
+        { once: true },
+      );
+    });
+  }
+
+  #fits(run: LocalRun): boolean {
+    const held = this.#admitted;
+    if (held.count === 0) return true;
+    const offer = this.#o.node.ownAdvertisement().offered;
+    return (
+      held.count < offer.maxConcurrent &&
+      held.cpus + run.cpus <= offer.cpus + 1e-6 &&
+      held.memoryBytes + run.memoryBytes <= offer.memoryBytes
+    );
+  }
+
+  #take(run: LocalRun): void {
+    run.admitted = true;
+    run.startedAt = Date.now();
+    this.#admitted.count += 1;
+    this.#admitted.cpus += run.cpus;
+    this.#admitted.memoryBytes += run.memoryBytes;
+  }
+
+  /** Gives the run's slot back (once) and lets waiting runs that now fit take slots. */
+  #release(run: LocalRun): void {
+    if (!run.admitted) return;
+    run.admitted = false;
+    this.#admitted.count -= 1;
+    this.#admitted.cpus -= run.cpus;
+    this.#admitted.memoryBytes -= run.memoryBytes;
+    if (this.#admitted.count === 0) {
+      this.#admitted.cpus = 0; // no float drift left behind
+      this.#admitted.memoryBytes = 0;
+    }
+    while (this.#waiting.length > 0 && this.#fits(this.#waiting[0]!.run)) {
+      const next = this.#waiting.shift()!;
+      this.#take(next.run);
+      next.resolve('waited');
+    }
+  }
+
+  /**
+   * How many of this job's tasks the finish report of a run that took `ranMs` asks for (`takeNext`): 0, 1
+   * for the slot it frees, or more for a short task, to hold a few ready so a freed slot starts the next one
+   * at once instead of after a Raft commit (prefetch, as Celery's workers do). Held tasks are bounded by
+   * PREFETCH_MAX_HELD and the node's maxConcurrent, counting those already asked for.
+   */
+  #tasksWanted(
+    rs: NonNullable<ReturnType<JobStateMachine['taskRunSpec']>>,
+    submitter: string | null,
+    ranMs: number,
+  ): number {
+    if (!this.#hasRoomForNext(rs, submitter)) return 0;
+    if (ranMs > PREFETCH_MAX_RUN_MS) return 1;
+    const held = Math.min(PREFETCH_MAX_HELD, this.#o.node.ownAdvertisement().offered.maxConcurrent);
+    const ahead = held - this.#waiting.length - this.#askedAhead;
+    return 1 + Math.max(0, Math.min(JOB_LIMITS.maxTakeNext - 1, ahead));
+  }
+
   /**
    * Whether the slot a finishing run of this job frees may take the job's next task at once (the report's
    * `takeNext`). The leader placed this job here under the offer of that time; the owner may have paused,
@@ -423,15 +569,10 @@ export class JobsService {
     const own = this.#o.node.ownAdvertisement();
     const offer = own.offered;
     if (own.mode !== 'active' || !offer.executors.includes(rs.executor)) return false;
-    if (this.#running.size > offer.maxConcurrent) return false;
+    const held = this.#admitted;
+    if (held.count > offer.maxConcurrent) return false;
     if (!submitterAllowed(offer.allowedSubmitters, submitter)) return false;
-    let cpus = 0;
-    let memoryBytes = 0;
-    for (const r of this.#running.values()) {
-      cpus += r.cpus;
-      memoryBytes += r.memoryBytes;
-    }
-    return cpus <= offer.cpus + 1e-6 && memoryBytes <= offer.memoryBytes;
+    return held.cpus <= offer.cpus + 1e-6 && held.memoryBytes <= offer.memoryBytes;
   }
 
   /** Proposes a report, retrying with backoff while there is no leader (bounded). */
@@ -933,7 +1074,7 @@ export class JobsService {
     return n;
   }
 
-  /** Tasks running on this node now, for the dashboard. */
+  /** Tasks running on this node now (not those held ready for a slot), for the dashboard. */
   localTasks(): {
     taskId: string;
     jobId: string;
@@ -944,18 +1085,20 @@ export class JobsService {
     startedAt: number;
   }[] {
     const m = this.#o.machine;
-    return [...this.#running.values()].map((r) => {
-      const job = m.job(r.jobId);
-      return {
-        taskId: r.taskId,
-        jobId: r.jobId,
-        attempt: r.attempt,
-        name: job?.name ?? '',
-        submitter: job?.submitter ?? '',
-        image: job?.spec.image ?? job?.spec.executor ?? '',
-        startedAt: r.startedAt,
-      };
-    });
+    return [...this.#running.values()]
+      .filter((r) => r.admitted)
+      .map((r) => {
+        const job = m.job(r.jobId);
+        return {
+          taskId: r.taskId,
+          jobId: r.jobId,
+          attempt: r.attempt,
+          name: job?.name ?? '',
+          submitter: job?.submitter ?? '',
+          image: job?.spec.image ?? job?.spec.executor ?? '',
+          startedAt: r.startedAt,
+        };
+      });
   }
 
   /** A page of a task's stored output on this node, as text lines for the dashboard. */
@@ -999,8 +1142,9 @@ export class JobsService {
     clearTimeout(timer);
   }
 
+  /** Runs holding a slot here now. */
   runningCount(): number {
-    return this.#running.size;
+    return this.#admitted.count;
   }
 }
 

@@ -288,6 +288,40 @@ describe('finish-and-take-next', () => {
     assert.deepEqual(ok(sm.apply(next('j1/3', 1))).effects, []);
   });
 
+  it('a count takes up to that many in index order, each only while the submitter is still next in line', () => {
+    const sm = withJob({}, 6);
+    ok(sm.apply(assign('j1/0', 1, 2000, 'n1')));
+    const r = ok(sm.apply({ ...finished('j1/0', 1, 'succeeded', 3000), takeNext: 3 }));
+    assert.deepEqual(
+      r.effects.map((e) => (e.type === 'taskAssigned' ? `${e.taskId}@${e.nodeId}` : e.type)),
+      ['j1/1@n1', 'j1/2@n1', 'j1/3@n1'],
+    );
+    assert.deepEqual(
+      sm.tasksOnNode('n1').map((t) => t.id),
+      ['j1/1', 'j1/2', 'j1/3'],
+    );
+    // Only what is queued: two left, a count of 8 takes both.
+    assert.equal(ok(sm.apply({ ...finished('j1/1', 1, 'succeeded', 3100), takeNext: 8 })).effects.length, 2);
+    // Fairness is re-checked after every grant: bob's job waits with nothing live, so alice's grants stop
+    // as soon as she would hold more live tasks than him.
+    const two = withJob({}, 6);
+    ok(two.apply({ type: 'submitJob', jobId: 'j2', spec: spec({ count: 3 }), submitter: 'bob', at: 1500 }));
+    ok(two.apply(assign('j2/0', 1, 1600, 'n2')));
+    ok(two.apply(assign('j1/0', 1, 2000, 'n1')));
+    ok(two.apply(assign('j1/1', 1, 2000, 'n1')));
+    // alice has 1 live after this finish, bob 1: her turn for one grant, then she has 2 and bob waits.
+    const fair = ok(two.apply({ ...finished('j1/0', 1, 'succeeded', 3000), takeNext: 4 }));
+    assert.deepEqual(
+      fair.effects.map((e) => (e.type === 'taskAssigned' ? e.taskId : e.type)),
+      ['j1/2'],
+    );
+    // The protocol bounds the count.
+    refused(
+      sm.apply({ ...finished('j1/2', 1, 'succeeded', 3200), takeNext: JOB_LIMITS.maxTakeNext + 1 }),
+      'INVALID',
+    );
+  });
+
   it('takes nothing without takeNext, after a failure, for a paused node, or for GPU tasks', () => {
     const plain = withJob({}, 3);
     ok(plain.apply(assign('j1/0', 1)));
@@ -868,7 +902,8 @@ describe('snapshot / restore', () => {
             outcome: act.outcome,
             exitCode: act.outcome === 'succeeded' ? 0 : 1,
             stdoutTail: `out ${act.pick}`,
-            ...(act.pick % 4 !== 0 ? { takeNext: true } : {}),
+            ...(act.pick % 4 === 1 ? { takeNext: true } : {}),
+            ...(act.pick % 4 >= 2 ? { takeNext: 1 + (act.pick % 5) } : {}),
             at,
           };
         }

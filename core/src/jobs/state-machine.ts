@@ -546,8 +546,11 @@ export class JobStateMachine {
    * in the same log entry, without waiting for the leader's next pass and its assign command. Only where the
    * scheduler would serve this job's submitter next anyway (see isNextInLine), the job's tasks need no GPUs
    * (those are reserved by index), and the node is active. The freed slot held a task of the same job, so the
-   * next one fits it: same resources, constraints and submitter. Deterministic: the lowest-index queued task
-   * out of its retry backoff, looking at no more than TAKE_NEXT_SCAN of them.
+   * next one fits it: same resources, constraints and submitter. A report may ask for a few more (prefetch,
+   * as a Celery worker does): the node holds them assigned and starts each as one of its own slots frees
+   * (JobsService), and meanwhile the scheduler counts them against its capacity, so it sees the node full.
+   * Deterministic: the lowest-index queued task out of its retry backoff, looking at no more than
+   * TAKE_NEXT_SCAN of them.
    */
   private takeNext(job: JobRecord, nodeId: string, at: number): JobEffect | null {
     if (!this.queuedByJob.has(job.id) || !this.isNextInLine(job)) return null;
@@ -629,9 +632,13 @@ export class JobStateMachine {
     if (cmd.outcome === 'succeeded') {
       this.setState(job, task, 'succeeded', cmd.at);
       const effects = this.afterTerminal(job, cmd.at);
-      if (cmd.takeNext === true) {
+      // Each one is granted only while the job's submitter is still next in line: the grants before it
+      // count as live tasks of that submitter.
+      const wanted = cmd.takeNext === true ? 1 : cmd.takeNext || 0;
+      for (let i = 0; i < wanted; i++) {
         const next = this.takeNext(job, nodeId, cmd.at);
-        if (next !== null) effects.push(next);
+        if (next === null) break;
+        effects.push(next);
       }
       return { ok: true, effects };
     }
