@@ -535,6 +535,12 @@ export const RequeueCommandSchema = z.strictObject({
   taskId: TaskIdSchema,
   attempt: AttemptSchema,
   reason: ReasonSchema,
+  /**
+   * Sent only by the node holding the attempt, for a run it never started and never will (a task held ready
+   * for a slot, handed back when the node was paused, drained or stopped): if the log agrees that the attempt
+   * never started, it is undone instead of ending as lost, so it costs the task none of its attempts.
+   */
+  neverStarted: z.boolean().optional(),
   at: TimestampSchema,
 });
 

@@ -12,7 +12,7 @@ import { requireNetns } from '../src/netns.ts';
 import { waitFor } from '../src/proc.ts';
 import { requireDocker, TEST_IMAGE } from './lib/docker.ts';
 import { cli, cliJson, type Json, jobEnded, newClusterKey, startDaemons } from './lib/namespaced.ts';
-import { detachedWasmRun, NOOP_WAT, wasmOf } from './lib/wasm.ts';
+import { detachedWasmRun, NOOP_WAT, sleepWat, wasmOf } from './lib/wasm.ts';
 
 const skip = requireNetns() ?? requireDocker();
 const dir = mkdtempSync(`${tmpdir()}/meshrun-jobs-`);
@@ -307,6 +307,50 @@ describe('jobs end to end', { skip, timeout: 420_000 }, () => {
     );
     assert.ok(heldReady > 0, 'no task was held ready on a node while its slot was busy');
     assert.ok(mostInOneReport > 1, 'no finish report took more than its successor');
+  });
+
+  it('draining a node hands back the tasks it held ready, at no cost to them, and another node runs them', async () => {
+    // Short tasks as big as a node's CPU offer: each node runs one at a time and holds a few more ready
+    // (prefetch). Those are assigned to it in the log but never started: drained, it must give them back
+    // so they run elsewhere, without using up their one attempt.
+    const nodes = (await cliJson(c.nodes[0]!, ['nodes'])) as Json[];
+    const cpus = Math.min(...nodes.map((n) => n.offered.cpus as number));
+    const wasm = join(dir, 'sleep.wasm');
+    writeFileSync(wasm, await wasmOf(sleepWat(0.3)));
+    const target = c.nodes[1]!;
+    const targetId = [...byId].find(([, n]) => n === target)![0];
+    const r = await cli(c.nodes[0]!, detachedWasmRun(wasm, 45, cpus));
+    assert.equal(r.code, 0, r.stderr);
+    const jobId = r.stdout.trim();
+    const heldOnTarget = await waitFor(
+      async () => {
+        const s = await cliJson(c.nodes[0]!, ['status', jobId]);
+        const held = (s.tasks as Json[]).filter((t) => t.nodeId === targetId && t.state === 'assigned');
+        return held.length >= 2 ? held.map((t) => t.taskId as string) : null;
+      },
+      { timeoutMs: 30_000, intervalMs: 50, description: 'the target node to hold tasks ready' },
+    );
+    const drained = Date.now();
+    assert.equal((await cli(target, ['node', 'drain'])).code, 0);
+    try {
+      const done = await jobEnded(c.nodes[2]!, jobId);
+      assert.equal(done.state, 'succeeded', JSON.stringify(done.counts));
+      assert.deepEqual(done.attemptOutcomes, { succeeded: 45 }, 'no attempt was lost or failed');
+      const st = await cliJson(c.nodes[2]!, ['status', jobId]);
+      const tasks = new Map((st.tasks as Json[]).map((t) => [t.taskId as string, t]));
+      // The one it was running when drained may have finished there; at least one other went elsewhere.
+      const movedElsewhere = heldOnTarget.filter((id) => tasks.get(id)!.attempts[0].nodeId !== targetId);
+      assert.ok(movedElsewhere.length >= 1, `held ${heldOnTarget.join(', ')}; none ran elsewhere`);
+      for (const t of tasks.values()) {
+        assert.equal(t.attempts.length, 1, `${t.taskId} ran once`);
+        const a = t.attempts[0] as { nodeId: string; startedAt: number };
+        // A second of slack: the drain is applied a little after the CLI was started.
+        if (a.nodeId === targetId)
+          assert.ok(a.startedAt < drained + 1000, `${t.taskId} started after the drain`);
+      }
+    } finally {
+      assert.equal((await cli(target, ['node', 'resume'])).code, 0);
+    }
   });
 
   it('the whole machine stalls past the node TTL (every daemon stopped, then resumed): no running task is re-queued', async () => {

@@ -252,7 +252,10 @@ export class JobsService {
     if (this.#stopped) return;
     const existing = this.#running.get(taskId);
     if (existing) {
-      if (existing.attempt >= attempt) return;
+      // A stopped run still handing its attempt back is no reason to ignore the attempt: one handed back
+      // unstarted is undone in the log, and its number can come right back to this node.
+      if (existing.attempt > attempt || (existing.attempt === attempt && !existing.abort.signal.aborted))
+        return;
       existing.abort.abort(new Error('superseded by a newer attempt'));
     }
     const runSpec = this.#o.machine.taskRunSpec(taskId);
@@ -286,19 +289,20 @@ export class JobsService {
   async #execute(run: LocalRun, rs: NonNullable<ReturnType<JobStateMachine['taskRunSpec']>>): Promise<void> {
     const admission = await this.#admit(run);
     if (admission === 'aborted') {
-      await this.#handBackIfAsked(run);
+      await this.#handBackIfAsked(run, true);
       return;
     }
-    if (admission === 'waited' && this.#o.node.ownAdvertisement().mode !== 'active') {
-      // Held ready while the owner paused or drained the node: it never started, so another node takes it.
+    if (
+      admission === 'waited' &&
+      (this.#o.node.ownAdvertisement().mode !== 'active' || this.#o.machine.nodeMode(this.#self) !== 'active')
+    ) {
+      // Held ready while the node was paused (by its owner, or in the log) or drained: it never started, so
+      // it goes back to the queue at no cost to the task (neverStarted) and another node takes it.
       this.#release(run);
-      await this.#report({
-        type: 'requeue',
-        taskId: run.taskId,
-        attempt: run.attempt,
-        reason: `node ${this.#self} stopped taking work before the task started`,
-        at: Date.now(),
-      }).catch(() => {});
+      run.abort.abort(
+        new Error(`${REQUEUE_PREFIX}node ${this.#self} stopped taking work before the task started`),
+      );
+      await this.#handBackIfAsked(run, true);
       return;
     }
     const executor = this.#o.executors[rs.executor];
@@ -412,7 +416,7 @@ export class JobsService {
     await output.end(run.taskId);
     this.events.emit('output-end', run.taskId);
     if (result.outcome === 'cancelled') {
-      await this.#handBackIfAsked(run);
+      await this.#handBackIfAsked(run, false);
       return;
     }
     const tails = output.tails(run.taskId, TAIL_BYTES);
@@ -459,8 +463,11 @@ export class JobsService {
     });
   }
 
-  /** A run stopped by the log (job cancel, stale attempt) needs no report, one stopped by this node does. */
-  async #handBackIfAsked(run: LocalRun): Promise<void> {
+  /**
+   * A run stopped by the log (job cancel, stale attempt) needs no report; one stopped by this node goes back
+   * to the queue. `neverStarted`: it never got a slot, so it is handed back without costing an attempt.
+   */
+  async #handBackIfAsked(run: LocalRun, neverStarted: boolean): Promise<void> {
     const why = (run.abort.signal.reason as Error | undefined)?.message ?? '';
     if (!why.startsWith(REQUEUE_PREFIX)) return;
     await this.#report({
@@ -468,6 +475,7 @@ export class JobsService {
       taskId: run.taskId,
       attempt: run.attempt,
       reason: why.slice(REQUEUE_PREFIX.length),
+      ...(neverStarted ? { neverStarted: true } : {}),
       at: Date.now(),
     }).catch(() => {});
   }

@@ -506,6 +506,35 @@ describe('retries and backoff', () => {
     assert.equal(sm.task('j1/0')!.state, 'failed');
   });
 
+  it("a node's hand-back of an attempt that never started undoes it; one that started counts as lost", () => {
+    const sm = withJob({ retry: { maxAttempts: 1, backoffMs: 0 } }, 2);
+    ok(sm.apply(assign('j1/0', 1, 2000, 'n1')));
+    const handBack = (taskId: string, at: number) => ({
+      type: 'requeue' as const,
+      taskId,
+      attempt: 1,
+      reason: 'node n1 stopped taking work before the task started',
+      neverStarted: true,
+      at,
+    });
+    const r = ok(sm.apply(handBack('j1/0', 2500)));
+    assert.deepEqual(r.effects, [{ type: 'taskRequeued', taskId: 'j1/0', notBefore: 0 }]);
+    const t = sm.task('j1/0')!;
+    assert.equal(t.state, 'queued');
+    assert.equal(t.attempt, 0);
+    assert.deepEqual(t.attempts, []);
+    assert.deepEqual(sm.tasksOnNode('n1'), []);
+    assert.deepEqual(sm.job('j1')!.attemptOutcomes, {});
+    // Its one attempt is still there to use, on any node.
+    ok(sm.apply(assign('j1/0', 1, 3000, 'n2')));
+    // The report of the undone run (it never ran) is now the new run's: only its node could send it.
+    ok(sm.apply({ type: 'taskStarted', taskId: 'j1/0', attempt: 1, at: 3100 }));
+    // Once the log says it started, the flag does not undo it: the attempt is lost, and it was the last.
+    ok(sm.apply(handBack('j1/0', 3200)));
+    assert.equal(sm.task('j1/0')!.state, 'failed');
+    assert.deepEqual(sm.job('j1')!.attemptOutcomes, { lost: 1 });
+  });
+
   it('caps the backoff', () => {
     const s = { retry: { maxAttempts: 10, backoffMs: 3_600_000 } } as Parameters<typeof retryDelayMs>[0];
     assert.equal(retryDelayMs(s, 1), 3_600_000);
@@ -894,7 +923,14 @@ describe('snapshot / restore', () => {
           const attempt = act.wrong ? Math.max(1, t.attempt - 1) : t.attempt;
           if (act.kind === 'start') return { type: 'taskStarted', taskId: t.id, attempt, at };
           if (act.kind === 'requeue')
-            return { type: 'requeue', taskId: t.id, attempt, reason: 'node lost', at };
+            return {
+              type: 'requeue',
+              taskId: t.id,
+              attempt,
+              reason: 'node lost',
+              ...(act.pick % 3 === 0 ? { neverStarted: true } : {}),
+              at,
+            };
           return {
             type: 'taskFinished',
             taskId: t.id,

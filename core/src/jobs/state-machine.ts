@@ -81,6 +81,14 @@ function countAttempt(
   c[to] = (c[to] ?? 0) + 1;
 }
 
+/** An open attempt that is undone (see requeue's neverStarted) leaves no trace in the counts. */
+function uncountOpenAttempt(job: JobRecord): void {
+  const c = job.attemptOutcomes;
+  const left = (c.open ?? 1) - 1;
+  if (left > 0) c.open = left;
+  else delete c.open;
+}
+
 /** The scheduler's fairness class of a job: who submitted it, at which priority. */
 function classOf(job: JobRecord): string {
   return `${job.spec.priority}\u0000${job.submitter}`;
@@ -651,6 +659,16 @@ export class JobStateMachine {
     const stale = this.checkLive(task, cmd.attempt);
     if (stale !== null) return stale;
     const job = this.jobsById.get(task.jobId)!;
+    if (cmd.neverStarted === true && task.state === 'assigned') {
+      // Handed back by its node before it ran: as if it had never been assigned. The next assignment
+      // reuses the attempt number; the node that gave it back holds no run of it any more.
+      task.attempts.pop();
+      task.attempt -= 1;
+      uncountOpenAttempt(job);
+      this.removeLive(task);
+      this.setState(job, task, 'queued', cmd.at);
+      return { ok: true, effects: [{ type: 'taskRequeued', taskId: task.id, notBefore: task.notBefore }] };
+    }
     const record = this.currentAttempt(task);
     record.endedAt = cmd.at;
     record.outcome = 'lost';
