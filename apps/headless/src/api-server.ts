@@ -77,6 +77,7 @@ export class ApiServer {
 
   /** Sends a live event to every connected dashboard. */
   broadcast(evt: ApiEvent): void {
+    if (this.#clients.size === 0) return; // a busy node emits several events per task: no JSON for nobody
     const frame = `event: ${evt.event}\ndata: ${toJsonText(evt.data)}\n\n`;
     for (const res of this.#clients) {
       // A client that cannot keep up is dropped rather than buffered without bound.

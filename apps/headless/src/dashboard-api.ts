@@ -14,12 +14,12 @@ import { toJsonText } from '@meshrun/protocol';
 import { z } from 'zod';
 import type { ApiEvent } from './api-server.ts';
 import type { Daemon } from './daemon.ts';
+import { type HistoryRecord, TaskHistory } from './task-history.ts';
 
 export const PREFERENCES_FILE = 'preferences.json';
 export const MAX_PREFERENCES_BYTES = 256 * 1024;
 /** Finished-task records kept for the history view and the contribution charts. */
 export const MAX_HISTORY = 10_000;
-const HISTORY_KEY = 'dashboard/history';
 /** Finished tasks are written to the history at most this often. */
 export const HISTORY_SAVE_DELAY_MS = 1000;
 
@@ -47,47 +47,12 @@ export function offeredShare(cores: number, percent: number): number {
   return Math.max(0.1, Math.round((cores * percent) / 10) / 10);
 }
 
-export interface HistoryRecord {
-  taskId: string;
-  jobId: string;
-  name: string;
-  submitter: string;
-  image: string;
-  state: string;
-  exitCode: number | null;
-  startedAt: number;
-  finishedAt: number;
-  cpuMs: number;
-}
-
 export async function installDashboardApi(daemon: Daemon, jobs: JobsService | null): Promise<void> {
   const rpc = daemon.node.rpc;
   const prefsFile = path.join(daemon.config.dataDir, PREFERENCES_FILE);
   let snoozeTimer: NodeJS.Timeout | null = null;
 
-  const history: HistoryRecord[] = await (async () => {
-    const raw = await daemon.db.get(HISTORY_KEY);
-    if (!raw) return [];
-    try {
-      return JSON.parse(Buffer.from(raw).toString('utf8')) as HistoryRecord[];
-    } catch {
-      return [];
-    }
-  })();
-  let saving = Promise.resolve();
-  // Coalesced: a busy node finishes many tasks a second, and rewriting the history on each would cost
-  // O(tasks²); the history is a convenience view, so losing the last second of it in a crash is acceptable.
-  let saveTimer: NodeJS.Timeout | null = null;
-  const saveHistory = () => {
-    if (saveTimer) return;
-    saveTimer = setTimeout(() => {
-      saveTimer = null;
-      saving = saving
-        .then(() => daemon.db.put(HISTORY_KEY, Buffer.from(JSON.stringify(history.slice(-MAX_HISTORY)))))
-        .catch(() => {});
-    }, HISTORY_SAVE_DELAY_MS);
-    saveTimer.unref();
-  };
+  const history = await TaskHistory.open(daemon.db, MAX_HISTORY, HISTORY_SAVE_DELAY_MS);
 
   const applyPrefs = (prefs: z.infer<typeof AppliedPrefsSchema>) => {
     const hw = daemon.hardware();
@@ -185,7 +150,7 @@ export async function installDashboardApi(daemon: Daemon, jobs: JobsService | nu
   rpc.register(
     'tasks.history',
     z.object({ limit: z.number().int().min(1).max(MAX_HISTORY).default(100) }).strict(),
-    ({ limit }) => history.slice(-limit).reverse(),
+    ({ limit }) => history.recent(limit),
   );
   rpc.register(
     'stats.contribution',
@@ -197,7 +162,7 @@ export async function installDashboardApi(daemon: Daemon, jobs: JobsService | nu
         const day = new Date(now - i * 86_400_000).toISOString().slice(0, 10);
         out.set(day, { day, cpuHours: 0, tasks: 0 });
       }
-      for (const h of history) {
+      for (const h of history.all()) {
         const row = out.get(new Date(h.finishedAt).toISOString().slice(0, 10));
         if (!row) continue;
         row.tasks += 1;
@@ -218,9 +183,7 @@ export async function installDashboardApi(daemon: Daemon, jobs: JobsService | nu
 
   if (jobs) {
     jobs.events.on('finished', (rec: HistoryRecord) => {
-      history.push(rec);
-      if (history.length > MAX_HISTORY) history.splice(0, history.length - MAX_HISTORY);
-      saveHistory();
+      history.add(rec);
       daemon.events.emit('api', { event: 'task', data: rec } satisfies ApiEvent);
     });
     for (const name of ['started-local', 'ended-local']) {
