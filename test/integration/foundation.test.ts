@@ -241,6 +241,8 @@ describe('foundation on loopback', () => {
     const metrics = await (await fetch(`${n.apiUrl}/metrics`)).text();
     assert.match(metrics, /^meshrun_connected_peers \d+/m);
     assert.match(metrics, /^meshrun_known_nodes 3/m);
+    assert.match(metrics, /^meshrun_tasks_running 0/m);
+    assert.match(metrics, /^meshrun_tasks_held_ready 0/m);
     const unauth = await fetch(`${n.apiUrl}/api/rpc`, { method: 'POST', body: '{"method":"nodes"}' });
     assert.equal(unauth.status, 401);
   });

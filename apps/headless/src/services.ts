@@ -12,6 +12,7 @@ import { DockerExecutor } from '@meshrun/core/executors/docker.ts';
 import type { Executor, NodePolicy } from '@meshrun/core/executors/types.ts';
 import { WasmExecutor } from '@meshrun/core/executors/wasm.ts';
 import { JobStateMachine } from '@meshrun/core/jobs/state-machine.ts';
+import { Gauge } from 'prom-client';
 import type { Daemon } from './daemon.ts';
 
 /** Scratch space each task gets (tmpfs for Docker, quota'd dir for WASM). */
@@ -98,6 +99,22 @@ export async function startNodeServices(daemon: Daemon): Promise<NodeServices> {
   });
   jobs.start();
   await cluster.start();
+  new Gauge({
+    name: 'meshrun_tasks_running',
+    help: 'Tasks running on this node (holding one of its slots)',
+    registers: [daemon.metrics],
+    collect() {
+      this.set(jobs.runningCount());
+    },
+  });
+  new Gauge({
+    name: 'meshrun_tasks_held_ready',
+    help: 'Tasks assigned to this node and waiting for a free slot (prefetched after short tasks)',
+    registers: [daemon.metrics],
+    collect() {
+      this.set(jobs.heldReadyCount());
+    },
+  });
 
   // Runs this node had when it stopped are gone: once the log is replayed and a leader is known, say so.
   let recovered = false;

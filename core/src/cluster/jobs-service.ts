@@ -1154,6 +1154,11 @@ export class JobsService {
   runningCount(): number {
     return this.#admitted.count;
   }
+
+  /** Tasks assigned here and waiting for a slot (held ready by prefetch). */
+  heldReadyCount(): number {
+    return this.#waiting.length;
+  }
 }
 
 export function toSchedulerNode(
