@@ -196,12 +196,13 @@ export class JobsService {
     for (const task of this.#o.machine.tasksOnNode(this.#self)) {
       if (this.#running.has(task.id)) continue;
       if (task.state === 'assigned') {
-        // Never reported started (held ready for a slot, or the start report was lost): another node takes it.
+        // The log has no start for it: it was held ready for a slot, or its start report had not gone out.
+        // It may have begun, so it ends as lost (an attempt used), not undone.
         await this.#report({
           type: 'requeue',
           taskId: task.id,
           attempt: task.attempt,
-          reason: 'the node restarted before the task started',
+          reason: 'the node restarted before the log recorded the task as started',
           at: Date.now(),
         }).catch(() => {});
         continue;
