@@ -99,22 +99,28 @@ export async function startNodeServices(daemon: Daemon): Promise<NodeServices> {
   });
   jobs.start();
   await cluster.start();
-  new Gauge({
-    name: 'meshrun_tasks_running',
-    help: 'Tasks running on this node (holding one of its slots)',
-    registers: [daemon.metrics],
-    collect() {
-      this.set(jobs.runningCount());
-    },
-  });
-  new Gauge({
-    name: 'meshrun_tasks_held_ready',
-    help: 'Tasks assigned to this node and waiting for a free slot (prefetched after short tasks)',
-    registers: [daemon.metrics],
-    collect() {
-      this.set(jobs.heldReadyCount());
-    },
-  });
+  const taskGauges: [string, string, () => number][] = [
+    [
+      'meshrun_tasks_running',
+      'Tasks running on this node (holding one of its slots)',
+      () => jobs.runningCount(),
+    ],
+    [
+      'meshrun_tasks_held_ready',
+      'Tasks assigned to this node and waiting for a free slot (prefetched after short tasks)',
+      () => jobs.heldReadyCount(),
+    ],
+  ];
+  for (const [name, help, read] of taskGauges) {
+    new Gauge({
+      name,
+      help,
+      registers: [daemon.metrics],
+      collect() {
+        this.set(read());
+      },
+    });
+  }
 
   // Runs this node had when it stopped are gone: once the log is replayed and a leader is known, say so.
   let recovered = false;
