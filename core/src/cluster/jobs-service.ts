@@ -28,6 +28,7 @@ import type { SchedulerNode } from '../jobs/types.ts';
 import type { MeshNode } from '../node/mesh-node.ts';
 import { RpcFailure } from '../node/rpc-registry.ts';
 import type { CommandLog } from './command-log.ts';
+import { SlotGate } from './slot-gate.ts';
 import type { TaskOutputStore } from './task-output.ts';
 
 export interface JobsServiceOptions {
@@ -85,7 +86,7 @@ interface LocalRun {
   abort: AbortController;
   startedAt: number;
   jobId: string;
-  /** What the run holds of the node's offer while it has a slot (see #admit). */
+  /** What the run holds of the node's offer while it has a slot (see SlotGate). */
   cpus: number;
   memoryBytes: number;
   /** It holds one of the node's slots: it is running, or about to. False while it waits for one. */
@@ -136,10 +137,8 @@ export class JobsService {
   readonly #log: Logger;
   /** Every run this node has been given and not yet ended: running, or waiting for a slot. */
   readonly #running = new Map<string, LocalRun>();
-  /** Runs given to this node beyond its free slots (prefetched), in the order they came. */
-  readonly #waiting: { run: LocalRun; resolve: (how: 'waited' | 'aborted') => void }[] = [];
-  /** What the runs holding a slot take of the offer. */
-  readonly #admitted = { count: 0, cpus: 0, memoryBytes: 0 };
+  /** Which runs hold one of this node's slots; runs given beyond its free slots (prefetched) wait there. */
+  readonly #slots = new SlotGate<LocalRun>(() => this.#o.node.ownAdvertisement().offered);
   /** Tasks asked for ahead (beyond a freed slot's successor) in reports not yet answered. */
   #askedAhead = 0;
   /** Leader's soft state: last heartbeat per node. */
@@ -273,7 +272,7 @@ export class JobsService {
     };
     this.#running.set(taskId, run);
     run.done = this.#execute(run, runSpec).finally(() => {
-      this.#release(run);
+      this.#slots.release(run);
       if (this.#running.get(taskId) === run) this.#running.delete(taskId);
       // Whatever ended it (exit, cancel, requeue, stale attempt): local views drop the run.
       this.events.emit('ended-local', {
@@ -288,7 +287,8 @@ export class JobsService {
   }
 
   async #execute(run: LocalRun, rs: NonNullable<ReturnType<JobStateMachine['taskRunSpec']>>): Promise<void> {
-    const admission = await this.#admit(run);
+    const admission = await this.#slots.admit(run, run.abort.signal);
+    if (admission !== 'aborted') run.startedAt = Date.now();
     if (admission === 'aborted') {
       await this.#handBackIfAsked(run, true);
       return;
@@ -299,7 +299,7 @@ export class JobsService {
     ) {
       // Held ready while the node was paused (by its owner, or in the log) or drained: it never started, so
       // it goes back to the queue at no cost to the task (neverStarted) and another node takes it.
-      this.#release(run);
+      this.#slots.release(run);
       run.abort.abort(
         new Error(`${REQUEUE_PREFIX}node ${this.#self} stopped taking work before the task started`),
       );
@@ -413,7 +413,7 @@ export class JobsService {
       result.outcome !== 'cancelled' && mapped.outcome === 'succeeded'
         ? this.#tasksWanted(rs, submitter, wallMs)
         : 0;
-    this.#release(run);
+    this.#slots.release(run);
     await output.end(run.taskId);
     this.events.emit('output-end', run.taskId);
     if (result.outcome === 'cancelled') {
@@ -482,70 +482,6 @@ export class JobsService {
   }
 
   /**
-   * Waits until the run may hold one of this node's slots: at most maxConcurrent runs, and within the offered
-   * CPUs and memory, in the order they came. The leader assigns only within the offer, so its assignments
-   * pass at once; tasks held ready (prefetched) wait here. Never waits while no run holds a slot, so a task
-   * bigger than an offer lowered since it was placed still runs. 'aborted': stopped while waiting.
-   */
-  #admit(run: LocalRun): Promise<'now' | 'waited' | 'aborted'> {
-    if (this.#waiting.length === 0 && this.#fits(run)) {
-      this.#take(run);
-      return Promise.resolve('now');
-    }
-    return new Promise((resolve) => {
-      const entry = { run, resolve };
-      this.#waiting.push(entry);
-      run.abort.signal.addEventListener(
-        'abort',
-        () => {
-          const i = this.#waiting.indexOf(entry);
-          if (i < 0) return;
-          this.#waiting.splice(i, 1);
-          resolve('aborted');
-        },
-        { once: true },
-      );
-    });
-  }
-
-  #fits(run: LocalRun): boolean {
-    const held = this.#admitted;
-    if (held.count === 0) return true;
-    const offer = this.#o.node.ownAdvertisement().offered;
-    return (
-      held.count < offer.maxConcurrent &&
-      held.cpus + run.cpus <= offer.cpus + 1e-6 &&
-      held.memoryBytes + run.memoryBytes <= offer.memoryBytes
-    );
-  }
-
-  #take(run: LocalRun): void {
-    run.admitted = true;
-    run.startedAt = Date.now();
-    this.#admitted.count += 1;
-    this.#admitted.cpus += run.cpus;
-    this.#admitted.memoryBytes += run.memoryBytes;
-  }
-
-  /** Gives the run's slot back (once) and lets waiting runs that now fit take slots. */
-  #release(run: LocalRun): void {
-    if (!run.admitted) return;
-    run.admitted = false;
-    this.#admitted.count -= 1;
-    this.#admitted.cpus -= run.cpus;
-    this.#admitted.memoryBytes -= run.memoryBytes;
-    if (this.#admitted.count === 0) {
-      this.#admitted.cpus = 0; // no float drift left behind
-      this.#admitted.memoryBytes = 0;
-    }
-    while (this.#waiting.length > 0 && this.#fits(this.#waiting[0]!.run)) {
-      const next = this.#waiting.shift()!;
-      this.#take(next.run);
-      next.resolve('waited');
-    }
-  }
-
-  /**
    * How many of this job's tasks the finish report of a run that took `ranMs` asks for (`takeNext`): 0, 1
    * for the slot it frees, or more for a short task, to hold a few ready so a freed slot starts the next one
    * at once instead of after a Raft commit (prefetch, as Celery's workers do). Held tasks are bounded by
@@ -559,7 +495,7 @@ export class JobsService {
     if (!this.#hasRoomForNext(rs, submitter)) return 0;
     if (ranMs > PREFETCH_MAX_RUN_MS) return 1;
     const held = Math.min(PREFETCH_MAX_HELD, this.#o.node.ownAdvertisement().offered.maxConcurrent);
-    const ahead = held - this.#waiting.length - this.#askedAhead;
+    const ahead = held - this.#slots.waiting - this.#askedAhead;
     return 1 + Math.max(0, Math.min(JOB_LIMITS.maxTakeNext - 1, ahead));
   }
 
@@ -578,7 +514,7 @@ export class JobsService {
     const own = this.#o.node.ownAdvertisement();
     const offer = own.offered;
     if (own.mode !== 'active' || !offer.executors.includes(rs.executor)) return false;
-    const held = this.#admitted;
+    const held = this.#slots.held;
     if (held.count > offer.maxConcurrent) return false;
     if (!submitterAllowed(offer.allowedSubmitters, submitter)) return false;
     return held.cpus <= offer.cpus + 1e-6 && held.memoryBytes <= offer.memoryBytes;
@@ -1153,12 +1089,12 @@ export class JobsService {
 
   /** Runs holding a slot here now. */
   runningCount(): number {
-    return this.#admitted.count;
+    return this.#slots.held.count;
   }
 
   /** Tasks assigned here and waiting for a slot (held ready by prefetch). */
   heldReadyCount(): number {
-    return this.#waiting.length;
+    return this.#slots.waiting;
   }
 }
 
