@@ -23,7 +23,13 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { Executor, NodePolicy, TaskResult, TaskSpec } from '../executors/types.ts';
 import { schedule, submitterAllowed } from '../jobs/scheduler.ts';
-import type { ApplyResult, JobEffect, JobStateMachine, TaskRecord } from '../jobs/state-machine.ts';
+import type {
+  ApplyResult,
+  JobEffect,
+  JobStateMachine,
+  TaskRecord,
+  TaskRunSpec,
+} from '../jobs/state-machine.ts';
 import type { SchedulerNode } from '../jobs/types.ts';
 import type { MeshNode } from '../node/mesh-node.ts';
 import { RpcFailure } from '../node/rpc-registry.ts';
@@ -286,13 +292,13 @@ export class JobsService {
     });
   }
 
-  async #execute(run: LocalRun, rs: NonNullable<ReturnType<JobStateMachine['taskRunSpec']>>): Promise<void> {
+  async #execute(run: LocalRun, rs: TaskRunSpec): Promise<void> {
     const admission = await this.#slots.admit(run, run.abort.signal);
-    if (admission !== 'aborted') run.startedAt = Date.now();
     if (admission === 'aborted') {
       await this.#handBackIfAsked(run, true);
       return;
     }
+    run.startedAt = Date.now();
     if (
       admission === 'waited' &&
       (this.#o.node.ownAdvertisement().mode !== 'active' || this.#o.machine.nodeMode(this.#self) !== 'active')
@@ -413,6 +419,8 @@ export class JobsService {
       result.outcome !== 'cancelled' && mapped.outcome === 'succeeded'
         ? this.#tasksWanted(rs, submitter, wallMs)
         : 0;
+    // Of those, the ones beyond this run's successor (see #askedAhead).
+    const ahead = Math.max(0, wanted - 1);
     this.#slots.release(run);
     await output.end(run.taskId);
     this.events.emit('output-end', run.taskId);
@@ -421,7 +429,7 @@ export class JobsService {
       return;
     }
     const tails = output.tails(run.taskId, TAIL_BYTES);
-    this.#askedAhead += Math.max(0, wanted - 1);
+    this.#askedAhead += ahead;
     const res = await this.#report({
       type: 'taskFinished',
       taskId: run.taskId,
@@ -442,7 +450,7 @@ export class JobsService {
         return null;
       })
       .finally(() => {
-        this.#askedAhead -= Math.max(0, wanted - 1);
+        this.#askedAhead -= ahead;
       });
     if (res && !res.ok && res.stale)
       this.#log.info(
@@ -487,11 +495,7 @@ export class JobsService {
    * at once instead of after a Raft commit (prefetch, as Celery's workers do). Held tasks are bounded by
    * PREFETCH_MAX_HELD and the node's maxConcurrent, counting those already asked for.
    */
-  #tasksWanted(
-    rs: NonNullable<ReturnType<JobStateMachine['taskRunSpec']>>,
-    submitter: string | null,
-    ranMs: number,
-  ): number {
+  #tasksWanted(rs: TaskRunSpec, submitter: string | null, ranMs: number): number {
     if (!this.#hasRoomForNext(rs, submitter)) return 0;
     if (ranMs > PREFETCH_MAX_RUN_MS) return 1;
     const held = Math.min(PREFETCH_MAX_HELD, this.#o.node.ownAdvertisement().offered.maxConcurrent);
@@ -506,10 +510,7 @@ export class JobsService {
    * has the same shape, so it fits when what the runs hold now, the finishing one included, is within the
    * offer. GPU tasks are left to the leader (their GPUs are reserved by index).
    */
-  #hasRoomForNext(
-    rs: NonNullable<ReturnType<JobStateMachine['taskRunSpec']>>,
-    submitter: string | null,
-  ): boolean {
+  #hasRoomForNext(rs: TaskRunSpec, submitter: string | null): boolean {
     if (this.#stopped || rs.resources.gpus) return false;
     const own = this.#o.node.ownAdvertisement();
     const offer = own.offered;
