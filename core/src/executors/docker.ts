@@ -461,10 +461,11 @@ export class DockerExecutor implements Executor {
     if (stoppedBy === 'cancelled') return result('cancelled', 'cancelled by request', { ...base, exitCode });
     if (stoppedBy === 'timeout')
       return result('timeout', `exceeded ${spec.timeoutMs} ms`, { ...base, exitCode });
+    // The seen event is taken first, so it never stays behind in #oomSeen when the engine's flag says it too.
     const oomKilled =
+      this.#oomSeen.delete(container.id) ||
       state.OOMKilled ||
-      (exitCode === 137 && (await this.#oomReported(container.id, LATE_OOM_WAIT_MS))) ||
-      this.#oomSeen.delete(container.id);
+      (exitCode === 137 && (await this.#oomReported(container.id, LATE_OOM_WAIT_MS)));
     if (oomKilled)
       return result('oom', `killed: memory limit of ${spec.resources.memoryBytes} bytes exceeded`, {
         ...base,
