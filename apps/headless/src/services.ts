@@ -110,6 +110,11 @@ export async function startNodeServices(daemon: Daemon): Promise<NodeServices> {
       'Tasks assigned to this node and waiting for a free slot (prefetched after short tasks)',
       () => jobs.heldReadyCount(),
     ],
+    [
+      'meshrun_reports_undelivered',
+      'Reports of ended tasks the log has not taken yet (no leader reachable); offered again every heartbeat',
+      () => jobs.undeliveredReportCount(),
+    ],
   ];
   for (const [name, help, read] of taskGauges) {
     new Gauge({

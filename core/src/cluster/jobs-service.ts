@@ -34,6 +34,7 @@ import type { SchedulerNode } from '../jobs/types.ts';
 import type { MeshNode } from '../node/mesh-node.ts';
 import { RpcFailure } from '../node/rpc-registry.ts';
 import type { CommandLog } from './command-log.ts';
+import { ReportOutbox } from './report-outbox.ts';
 import { SlotGate } from './slot-gate.ts';
 import type { TaskOutputStore } from './task-output.ts';
 
@@ -104,6 +105,18 @@ interface LocalRun {
 /** How long a stopping node waits for its runs to stop and be handed back before it exits anyway. */
 export const STOP_RUNS_GRACE_MS = 15_000;
 
+/**
+ * Tries (with backoff from 100 ms) before an end-of-run report that the log did not take is kept in the
+ * outbox, from where every heartbeat offers it again (see ReportOutbox). Other reports get REPORT_TRIES.
+ */
+export const END_REPORT_TRIES = 5;
+const REPORT_TRIES = 20;
+/** Undelivered end-of-run reports a node keeps at most (the oldest is dropped, with a warning). */
+export const MAX_UNDELIVERED_REPORTS = 10_000;
+
+/** A report that ends a run in the log: its result, or its hand-back to the queue. */
+type EndReport = Extract<JobCommandInput, { type: 'taskFinished' | 'requeue' }>;
+
 /** Map an executor's result to the state machine's outcome. */
 export function outcomeOf(r: TaskResult): {
   outcome: 'succeeded' | 'failed' | 'timedOut' | 'error';
@@ -147,6 +160,9 @@ export class JobsService {
   readonly #slots = new SlotGate<LocalRun>(() => this.#o.node.ownAdvertisement().offered);
   /** Tasks asked for ahead (beyond a freed slot's successor) in reports not yet answered. */
   #askedAhead = 0;
+  /** End-of-run reports the log did not take yet; every heartbeat offers them again. */
+  readonly #outbox = new ReportOutbox<EndReport>(MAX_UNDELIVERED_REPORTS);
+  #offeringOutbox = false;
   /** Leader's soft state: last heartbeat per node. */
   readonly #lastBeat = new Map<string, number>();
   #leaderSince = 0;
@@ -198,30 +214,30 @@ export class JobsService {
 
   /** After the log is replayed at start-up: runs this node had before a crash are gone, so report them. */
   async recoverAfterRestart(): Promise<void> {
-    for (const task of this.#o.machine.tasksOnNode(this.#self)) {
-      if (this.#running.has(task.id)) continue;
-      if (task.state === 'assigned') {
-        // The log has no start for it: it was held ready for a slot, or its start report had not gone out.
-        // It may have begun, so it ends as lost (an attempt used), not undone.
-        await this.#report({
-          type: 'requeue',
-          taskId: task.id,
-          attempt: task.attempt,
-          reason: 'the node restarted before the log recorded the task as started',
-          at: Date.now(),
-        }).catch(() => {});
-        continue;
-      }
-      await this.#report({
-        type: 'taskFinished',
-        taskId: task.id,
-        attempt: task.attempt,
-        outcome: 'error',
-        exitCode: null,
-        reason: 'the node restarted while the task ran',
-        at: Date.now(),
-      }).catch(() => {});
-    }
+    const gone = this.#o.machine.tasksOnNode(this.#self).filter((task) => !this.#running.has(task.id));
+    await Promise.all(
+      gone.map((task) =>
+        task.state === 'assigned'
+          ? // The log has no start for it: it was held ready for a slot, or its start report had not gone out.
+            // It may have begun, so it ends as lost (an attempt used), not undone.
+            this.#reportEnd({
+              type: 'requeue',
+              taskId: task.id,
+              attempt: task.attempt,
+              reason: 'the node restarted before the log recorded the task as started',
+              at: Date.now(),
+            })
+          : this.#reportEnd({
+              type: 'taskFinished',
+              taskId: task.id,
+              attempt: task.attempt,
+              outcome: 'error',
+              exitCode: null,
+              reason: 'the node restarted while the task ran',
+              at: Date.now(),
+            }),
+      ),
+    );
   }
 
   // ---- applying ----------------------------------------------------------------------------------------
@@ -320,7 +336,7 @@ export class JobsService {
     const submitter = this.#o.machine.job(rs.jobId)?.submitter ?? null;
     if (!submitterAllowed(allowed, submitter)) {
       await output.end(run.taskId);
-      await this.#report({
+      await this.#reportEnd({
         type: 'taskFinished',
         taskId: run.taskId,
         attempt: run.attempt,
@@ -333,7 +349,7 @@ export class JobsService {
     }
     if (!executor) {
       await output.end(run.taskId);
-      await this.#report({
+      await this.#reportEnd({
         type: 'taskFinished',
         taskId: run.taskId,
         attempt: run.attempt,
@@ -430,7 +446,7 @@ export class JobsService {
     }
     const tails = output.tails(run.taskId, TAIL_BYTES);
     this.#askedAhead += ahead;
-    const res = await this.#report({
+    const res = await this.#reportEnd({
       type: 'taskFinished',
       taskId: run.taskId,
       attempt: run.attempt,
@@ -444,14 +460,9 @@ export class JobsService {
       },
       ...(wanted > 0 ? { takeNext: wanted === 1 ? true : wanted } : {}),
       at: result.endedAt,
-    })
-      .catch((err: Error) => {
-        this.#log.warn({ task: run.taskId, err: err.message }, 'could not report task result');
-        return null;
-      })
-      .finally(() => {
-        this.#askedAhead -= ahead;
-      });
+    }).finally(() => {
+      this.#askedAhead -= ahead;
+    });
     if (res && !res.ok && res.stale)
       this.#log.info(
         { task: run.taskId, attempt: run.attempt },
@@ -479,14 +490,14 @@ export class JobsService {
   async #handBackIfAsked(run: LocalRun, neverStarted: boolean): Promise<void> {
     const why = (run.abort.signal.reason as Error | undefined)?.message ?? '';
     if (!why.startsWith(REQUEUE_PREFIX)) return;
-    await this.#report({
+    await this.#reportEnd({
       type: 'requeue',
       taskId: run.taskId,
       attempt: run.attempt,
       reason: why.slice(REQUEUE_PREFIX.length),
       ...(neverStarted ? { neverStarted: true } : {}),
       at: Date.now(),
-    }).catch(() => {});
+    });
   }
 
   /**
@@ -522,22 +533,81 @@ export class JobsService {
   }
 
   /** Proposes a report, retrying with backoff while there is no leader (bounded). */
-  async #report(cmd: JobCommandInput): Promise<ApplyResult> {
+  async #report(cmd: JobCommandInput, tries = REPORT_TRIES): Promise<ApplyResult> {
     let delay = 100;
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.#o.commands.propose(cmd, { timeoutMs: 5000 });
       } catch (err) {
-        if (attempt >= 20 || this.#stopped) throw err;
+        if (attempt >= tries || this.#stopped) throw err;
         await new Promise((r) => setTimeout(r, delay));
         delay = Math.min(delay * 2, 3000);
       }
     }
   }
 
+  /**
+   * Reports the end of a run (its result or its hand-back). If the log does not take it within a few tries,
+   * it goes to the outbox, which every heartbeat offers again: dropping it would leave the task assigned to
+   * this live node for good. Null then; never throws.
+   */
+  async #reportEnd(cmd: EndReport): Promise<ApplyResult | null> {
+    try {
+      return await this.#report(cmd, END_REPORT_TRIES);
+    } catch (err) {
+      // Delivered late, it should not pull more of the job's tasks here (the leader places them meanwhile).
+      let kept: EndReport = cmd;
+      if (cmd.type === 'taskFinished') {
+        const { takeNext: _late, ...rest } = cmd;
+        kept = rest;
+      }
+      const dropped = this.#outbox.park(kept);
+      this.#log.warn(
+        { task: cmd.taskId, attempt: cmd.attempt, report: cmd.type, err: (err as Error).message },
+        'could not report the end of a task; kept to offer again with every heartbeat',
+      );
+      if (dropped)
+        this.#log.error(
+          { task: dropped.taskId, attempt: dropped.attempt, kept: MAX_UNDELIVERED_REPORTS },
+          'too many undelivered reports: dropped the oldest',
+        );
+      return null;
+    }
+  }
+
+  /** Offers the outbox's reports again, those the log still owes (the task's attempt is still here). */
+  async #offerOutbox(): Promise<void> {
+    if (this.#offeringOutbox || this.#outbox.size === 0) return;
+    this.#offeringOutbox = true;
+    try {
+      const owed = this.#outbox.due((cmd) => {
+        const task = this.#o.machine.task(cmd.taskId);
+        return task !== undefined && task.nodeId === this.#self && task.attempt === cmd.attempt;
+      });
+      // One try each: the batcher puts them into one entry; what fails waits for the next heartbeat.
+      await Promise.all(
+        owed.map(async (cmd) => {
+          try {
+            const res = await this.#o.commands.propose(cmd, { timeoutMs: 5000 });
+            this.#outbox.delivered(cmd);
+            this.#log.info(
+              { task: cmd.taskId, attempt: cmd.attempt, report: cmd.type, ok: res.ok },
+              'delivered a report kept in the outbox',
+            );
+          } catch (err) {
+            this.#log.debug({ task: cmd.taskId, err: (err as Error).message }, 'outbox report not taken yet');
+          }
+        }),
+      );
+    } finally {
+      this.#offeringOutbox = false;
+    }
+  }
+
   async #heartbeat(): Promise<void> {
     const leader = this.#o.commands.leaderId();
     if (!leader || this.#stopped) return;
+    void this.#offerOutbox();
     const running = [...this.#running.values()].map((r) => ({ taskId: r.taskId, attempt: r.attempt }));
     if (leader === this.#self) {
       this.#beat(this.#self);
@@ -1096,6 +1166,11 @@ export class JobsService {
   /** Tasks assigned here and waiting for a slot (held ready by prefetch). */
   heldReadyCount(): number {
     return this.#slots.waiting;
+  }
+
+  /** End-of-run reports the log has not taken yet (see ReportOutbox). */
+  undeliveredReportCount(): number {
+    return this.#outbox.size;
   }
 }
 
