@@ -38,7 +38,12 @@ describe('undelivered end reports (outbox)', () => {
   });
   after(async () => c?.destroy());
 
-  it('a result reported while no leader exists is kept and lands once a leader is back', async () => {
+  /** A follower runs a 4 s task; the rest of the cluster (leader included) is killed while it runs. */
+  async function taskEndsWithNoLeader(): Promise<{
+    worker: LoopbackNode;
+    others: LoopbackNode[];
+    jobId: string;
+  }> {
     const leader = await waitFor(
       async () => {
         const s = await json(c.nodes[0]!, ['cluster']);
@@ -77,19 +82,20 @@ describe('undelivered end reports (outbox)', () => {
       timeoutMs: 30_000,
       description: 'the worker to keep its undelivered report',
     });
-    // While no leader exists it stays kept (offered with every heartbeat, refused each time).
-    await new Promise((r) => setTimeout(r, 2500));
-    assert.equal(await gauge(worker, 'meshrun_reports_undelivered'), 1);
+    return { worker, others, jobId };
+  }
 
-    for (const n of others) await c.start(n.index, ['--label', `slot=${n.index}`]);
+  /** The job's one task succeeded on `worker` in its first attempt: the kept result landed. */
+  async function succeededOnce(worker: LoopbackNode, jobId: string): Promise<void> {
     const done = await waitFor(
       async () => {
         const s = await json(worker, ['status', jobId]);
-        return s.state === 'succeeded' ? s : null;
+        return s.state === 'succeeded' || s.state === 'failed' ? s : null;
       },
       { timeoutMs: 60_000, description: 'the kept result to land once a leader is back' },
     );
     const task = done.tasks[0];
+    assert.equal(done.state, 'succeeded', JSON.stringify(task.attempts));
     assert.equal(task.attempt, 1, 'the task ran once: its result landed, it was not re-queued');
     assert.equal(task.nodeId, worker.peerId);
     assert.equal(task.attempts.length, 1);
@@ -98,5 +104,24 @@ describe('undelivered end reports (outbox)', () => {
       timeoutMs: 10_000,
       description: 'the outbox to be empty again',
     });
+  }
+
+  it('a result reported while no leader exists is kept and lands once a leader is back', async () => {
+    const { worker, others, jobId } = await taskEndsWithNoLeader();
+    // While no leader exists it stays kept (offered with every heartbeat, refused each time).
+    await new Promise((r) => setTimeout(r, 2500));
+    assert.equal(await gauge(worker, 'meshrun_reports_undelivered'), 1);
+    for (const n of others) await c.start(n.index, ['--label', `slot=${n.index}`]);
+    await succeededOnce(worker, jobId);
+  });
+
+  it('a kept result survives a crash of its node: restarted, the node delivers the real result', async () => {
+    const { worker, others, jobId } = await taskEndsWithNoLeader();
+    worker.kill('SIGKILL');
+    await worker.exited;
+    // Without the stored outbox the restarted node could only report the task as lost with the restart.
+    const restarted = await c.start(worker.index, ['--label', `slot=${worker.index}`]);
+    for (const n of others) await c.start(n.index, ['--label', `slot=${n.index}`]);
+    await succeededOnce(restarted, jobId);
   });
 });

@@ -6,6 +6,7 @@
  */
 import { ClusterService, JobLogStateMachine } from '@meshrun/core/cluster/cluster-service.ts';
 import { JobsService } from '@meshrun/core/cluster/jobs-service.ts';
+import { LevelOutboxStore } from '@meshrun/core/cluster/outbox-store.ts';
 import { openConsensusDriver } from '@meshrun/core/cluster/raft-driver.ts';
 import { TaskOutputStore } from '@meshrun/core/cluster/task-output.ts';
 import { DockerExecutor } from '@meshrun/core/executors/docker.ts';
@@ -93,6 +94,7 @@ export async function startNodeServices(daemon: Daemon): Promise<NodeServices> {
     executors,
     policy,
     output: new TaskOutputStore(db),
+    outboxStore: new LevelOutboxStore(db),
     heartbeatMs: config.liveness.heartbeatMs,
     nodeTtlMs: config.liveness.nodeTtlMs,
     nodeGraceMs: config.liveness.nodeGraceMs,

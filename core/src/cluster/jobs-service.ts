@@ -34,6 +34,7 @@ import type { SchedulerNode } from '../jobs/types.ts';
 import type { MeshNode } from '../node/mesh-node.ts';
 import { RpcFailure } from '../node/rpc-registry.ts';
 import type { CommandLog } from './command-log.ts';
+import type { OutboxPersistence } from './outbox-store.ts';
 import { ReportOutbox } from './report-outbox.ts';
 import { SlotGate } from './slot-gate.ts';
 import type { TaskOutputStore } from './task-output.ts';
@@ -55,6 +56,8 @@ export interface JobsServiceOptions {
   nodeGraceMs?: number;
   /** Scheduling pass period on the leader (ms); a submit also triggers one. */
   scheduleMs?: number;
+  /** Where undelivered end-of-task reports survive a restart (none: they are kept in memory only). */
+  outboxStore?: OutboxPersistence;
 }
 
 export const DEFAULTS = {
@@ -214,7 +217,11 @@ export class JobsService {
 
   /** After the log is replayed at start-up: runs this node had before a crash are gone, so report them. */
   async recoverAfterRestart(): Promise<void> {
-    const gone = this.#o.machine.tasksOnNode(this.#self).filter((task) => !this.#running.has(task.id));
+    await this.#loadOutbox();
+    // A run whose end report is in the outbox has ended: the report, not a guess, is what the log gets.
+    const gone = this.#o.machine
+      .tasksOnNode(this.#self)
+      .filter((task) => !this.#running.has(task.id) && this.#outbox.get(task.id)?.attempt !== task.attempt);
     await Promise.all(
       gone.map((task) =>
         task.state === 'assigned'
@@ -561,7 +568,9 @@ export class JobsService {
         const { takeNext: _late, ...rest } = cmd;
         kept = rest;
       }
-      const dropped = this.#outbox.park(kept);
+      const { kept: parked, dropped } = this.#outbox.park(kept);
+      if (parked) this.#persist((s) => s.put(kept));
+      if (dropped) this.#persist((s) => s.delete(dropped.taskId));
       this.#log.warn(
         { task: cmd.taskId, attempt: cmd.attempt, report: cmd.type, err: (err as Error).message },
         'could not report the end of a task; kept to offer again with every heartbeat',
@@ -575,6 +584,30 @@ export class JobsService {
     }
   }
 
+  /** Runs a write of the outbox's persistence, if it has one; a failed write costs only the restart case. */
+  #persist(write: (store: OutboxPersistence) => Promise<void>): void {
+    const store = this.#o.outboxStore;
+    if (store)
+      write(store).catch((err: Error) => this.#log.warn({ err: err.message }, 'could not store the outbox'));
+  }
+
+  /** Reports kept by the outbox before a restart go back into it. */
+  async #loadOutbox(): Promise<void> {
+    const store = this.#o.outboxStore;
+    if (!store) return;
+    try {
+      const { reports, discarded } = await store.load();
+      for (const report of reports) this.#outbox.park(report);
+      if (reports.length > 0 || discarded > 0)
+        this.#log.info(
+          { reports: reports.length, discarded },
+          'loaded undelivered reports from before the restart',
+        );
+    } catch (err) {
+      this.#log.warn({ err: (err as Error).message }, 'could not load the stored outbox');
+    }
+  }
+
   /** Offers the outbox's reports again, those the log still owes (the task's attempt is still here). */
   async #offerOutbox(): Promise<void> {
     if (this.#offeringOutbox || this.#outbox.size === 0) return;
@@ -582,13 +615,16 @@ export class JobsService {
     try {
       const owed = this.#outbox.due((cmd) => {
         const task = this.#o.machine.task(cmd.taskId);
-        return task !== undefined && task.nodeId === this.#self && task.attempt === cmd.attempt;
+        const stillOwed = task !== undefined && task.nodeId === this.#self && task.attempt === cmd.attempt;
+        if (!stillOwed) this.#persist((s) => s.delete(cmd.taskId));
+        return stillOwed;
       });
       // One try each: the batcher puts them into one entry; what fails waits for the next heartbeat.
       await Promise.all(
         owed.map(async (cmd) => {
           try {
             const res = await this.#o.commands.propose(cmd, { timeoutMs: 5000 });
+            if (this.#outbox.get(cmd.taskId) === cmd) this.#persist((s) => s.delete(cmd.taskId));
             this.#outbox.delivered(cmd);
             this.#log.info(
               { task: cmd.taskId, attempt: cmd.attempt, report: cmd.type, ok: res.ok },

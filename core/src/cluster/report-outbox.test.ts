@@ -45,8 +45,9 @@ describe('ReportOutbox', () => {
     box.park(old);
     box.park(newer);
     assert.deepEqual(box.due(always), [newer]);
-    box.park(old);
+    assert.deepEqual(box.park(old), { kept: false });
     assert.deepEqual(box.due(always), [newer], 'an older attempt does not replace a newer one');
+    assert.equal(box.get('j/0'), newer);
     // A delivery of the replaced report does not drop its replacement.
     box.delivered(old);
     assert.deepEqual(box.due(always), [newer]);
@@ -62,10 +63,9 @@ describe('ReportOutbox', () => {
 
   it('stays within its bound by dropping the oldest report, and says which', () => {
     const box = new ReportOutbox<Report>(2);
-    assert.equal(box.park(r('j/0', 1)), undefined);
-    assert.equal(box.park(r('j/1', 1)), undefined);
-    const dropped = box.park(r('j/2', 1));
-    assert.deepEqual(dropped, r('j/0', 1));
+    assert.deepEqual(box.park(r('j/0', 1)), { kept: true });
+    assert.deepEqual(box.park(r('j/1', 1)), { kept: true });
+    assert.deepEqual(box.park(r('j/2', 1)), { kept: true, dropped: r('j/0', 1) });
     assert.equal(box.size, 2);
     assert.deepEqual(
       box.due(always).map((x) => x.taskId),

@@ -32,17 +32,23 @@ export class ReportOutbox<R extends OwedReport> {
 
   /**
    * Keeps `report` for later delivery. A report of an older attempt of the same task is replaced; one of a newer
-   * attempt already kept wins over this one. Returns the report dropped to stay within the bound, if any.
+   * attempt already kept wins over this one (`kept` false). `dropped`: the report let go to stay within the
+   * bound, if any.
    */
-  park(report: R): R | undefined {
-    const kept = this.#byTask.get(report.taskId);
-    if (kept && kept.attempt > report.attempt) return undefined;
+  park(report: R): { kept: boolean; dropped?: R } {
+    const held = this.#byTask.get(report.taskId);
+    if (held && held.attempt > report.attempt) return { kept: false };
     this.#byTask.delete(report.taskId);
     this.#byTask.set(report.taskId, report);
-    if (this.#byTask.size <= this.#max) return undefined;
+    if (this.#byTask.size <= this.#max) return { kept: true };
     const [oldestTask, oldest] = this.#byTask.entries().next().value as [string, R];
     this.#byTask.delete(oldestTask);
-    return oldest;
+    return { kept: true, dropped: oldest };
+  }
+
+  /** The report kept for `taskId`, if any. */
+  get(taskId: string): R | undefined {
+    return this.#byTask.get(taskId);
   }
 
   /**
