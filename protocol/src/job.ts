@@ -538,7 +538,8 @@ export const RequeueCommandSchema = z.strictObject({
   /**
    * Sent only by the node holding the attempt, for a run it never started and never will (a task held ready
    * for a slot, handed back when the node was paused, drained or stopped): if the log agrees that the attempt
-   * never started, it is undone instead of ending as lost, so it costs the task none of its attempts.
+   * never started, it is undone instead of ending as lost: no attempt record, and its number is used again
+   * (a lost one uses up none of the job's attempts either, but counts towards JOB_LIMITS.maxAttempts).
    */
   neverStarted: z.boolean().optional(),
   at: TimestampSchema,

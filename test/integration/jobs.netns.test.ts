@@ -388,14 +388,13 @@ describe('jobs end to end', { skip, timeout: 420_000 }, () => {
     assert.deepEqual(done.attemptOutcomes, { succeeded: 6 }, 'no attempt was declared lost');
   });
 
-  it('kill -9 of the node running a long task: it re-runs elsewhere and succeeds; the old node does not report the stale attempt', async () => {
+  it('kill -9 of the node running a long task: it re-runs elsewhere and succeeds (a lost attempt is not a retry); the old node does not report the stale attempt', async () => {
     const submitter = c.nodes[0]!;
     const victim = c.nodes[2]!;
+    // No retries: losing its node uses up none of the task's attempts.
     const r = await cli(submitter, [
       'run',
       '--detach',
-      '--retries',
-      '2',
       '--memory',
       '16M',
       TEST_IMAGE,
@@ -426,6 +425,11 @@ describe('jobs end to end', { skip, timeout: 420_000 }, () => {
     );
     const t = done.tasks[0];
     assert.ok(t.attempt >= 2, 'a second attempt ran');
+    assert.deepEqual(
+      t.attempts.map((a: { outcome: string }) => a.outcome).slice(-1),
+      ['succeeded'],
+      'the job had one attempt to spend and spent it on the run that succeeded',
+    );
     assert.notEqual(byId.get(t.nodeId), runner, 'it ran on another node');
     assert.equal(t.attempts[0].outcome, 'lost');
     await runner.restart();

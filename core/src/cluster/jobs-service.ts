@@ -226,7 +226,7 @@ export class JobsService {
       gone.map((task) =>
         task.state === 'assigned'
           ? // The log has no start for it: it was held ready for a slot, or its start report had not gone out.
-            // It may have begun, so it ends as lost (an attempt used), not undone.
+            // It may have begun, so it ends as lost (a new attempt number next time), not undone.
             this.#reportEnd({
               type: 'requeue',
               taskId: task.id,
@@ -492,7 +492,7 @@ export class JobsService {
 
   /**
    * A run stopped by the log (job cancel, stale attempt) needs no report; one stopped by this node goes back
-   * to the queue. `neverStarted`: it never got a slot, so it is handed back without costing an attempt.
+   * to the queue. `neverStarted`: it never got a slot, so its attempt is undone rather than recorded as lost.
    */
   async #handBackIfAsked(run: LocalRun, neverStarted: boolean): Promise<void> {
     const why = (run.abort.signal.reason as Error | undefined)?.message ?? '';

@@ -4,7 +4,13 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { encode, ProtocolError } from '../../../protocol/src/codec.ts';
 import { JOB_LIMITS, type JobCommandInput, type JobSpecInput } from '../../../protocol/src/job.ts';
-import { type ApplyResult, JobStateMachine, retryDelayMs, STATE_LIMITS } from './state-machine.ts';
+import {
+  type ApplyResult,
+  countedAttempts,
+  JobStateMachine,
+  retryDelayMs,
+  STATE_LIMITS,
+} from './state-machine.ts';
 
 const GiB = 1024 ** 3;
 
@@ -498,12 +504,38 @@ describe('retries and backoff', () => {
     refused(sm.apply(assign('j1/0', 4, 9000)), 'ILLEGAL_TRANSITION', /is failed/);
   });
 
-  it('a lost node fails a task that has no attempts left', () => {
+  it('a lost attempt does not use up an attempt and goes back without backoff; at the hard limit the task fails', () => {
+    const sm = withJob({ retry: { maxAttempts: 2, backoffMs: 1000 } });
+    const lose = (attempt: number, at: number) =>
+      sm.apply({ type: 'requeue', taskId: 'j1/0', attempt, reason: 'node lost', at });
+    ok(sm.apply(assign('j1/0', 1, 2000)));
+    const r = ok(lose(1, 2500));
+    assert.deepEqual(r.effects, [{ type: 'taskRequeued', taskId: 'j1/0', notBefore: 2500 }]);
+    // A real failure still counts, and waits its backoff (the first one: only one attempt was counted).
+    ok(sm.apply(assign('j1/0', 2, 2500)));
+    const f = ok(sm.apply(finished('j1/0', 2, 'failed', 3000)));
+    assert.deepEqual(f.effects, [{ type: 'taskRequeued', taskId: 'j1/0', notBefore: 4000 }]);
+    // Lost attempts keep coming back, up to JOB_LIMITS.maxAttempts attempts in all.
+    let at = 4000;
+    for (let attempt = 3; attempt < JOB_LIMITS.maxAttempts; attempt++) {
+      ok(sm.apply(assign('j1/0', attempt, at)));
+      ok(lose(attempt, at));
+      assert.equal(sm.task('j1/0')!.state, 'queued', `after lost attempt ${attempt}`);
+      at += 10;
+    }
+    ok(sm.apply(assign('j1/0', JOB_LIMITS.maxAttempts, at)));
+    const last = ok(lose(JOB_LIMITS.maxAttempts, at));
+    assert.deepEqual(last.effects, [{ type: 'jobFinished', jobId: 'j1', state: 'failed' }]);
+    assert.equal(sm.task('j1/0')!.attempts.length, JOB_LIMITS.maxAttempts);
+    assert.deepEqual(sm.job('j1')!.attemptOutcomes, { lost: JOB_LIMITS.maxAttempts - 1, failed: 1 });
+  });
+
+  it('once its attempts are used up by failures, a task is not assigned again', () => {
     const sm = withJob({ retry: { maxAttempts: 1, backoffMs: 0 } });
     ok(sm.apply(assign('j1/0', 1)));
-    const r = ok(sm.apply({ type: 'requeue', taskId: 'j1/0', attempt: 1, reason: 'node lost', at: 2500 }));
-    assert.deepEqual(r.effects, [{ type: 'jobFinished', jobId: 'j1', state: 'failed' }]);
+    ok(sm.apply(finished('j1/0', 1, 'failed', 2500)));
     assert.equal(sm.task('j1/0')!.state, 'failed');
+    refused(sm.apply(assign('j1/0', 2, 2600)), 'ILLEGAL_TRANSITION', /is failed/);
   });
 
   it("a node's hand-back of an attempt that never started undoes it; one that started counts as lost", () => {
@@ -529,9 +561,11 @@ describe('retries and backoff', () => {
     ok(sm.apply(assign('j1/0', 1, 3000, 'n2')));
     // The report of the undone run (it never ran) is now the new run's: only its node could send it.
     ok(sm.apply({ type: 'taskStarted', taskId: 'j1/0', attempt: 1, at: 3100 }));
-    // Once the log says it started, the flag does not undo it: the attempt is lost, and it was the last.
+    // Once the log says it started, the flag does not undo it: the attempt ends as lost (which uses up none of
+    // the task's attempts), and the next one is a new number.
     ok(sm.apply(handBack('j1/0', 3200)));
-    assert.equal(sm.task('j1/0')!.state, 'failed');
+    assert.equal(sm.task('j1/0')!.state, 'queued');
+    assert.equal(sm.task('j1/0')!.attempt, 1);
     assert.deepEqual(sm.job('j1')!.attemptOutcomes, { lost: 1 });
   });
 
@@ -1004,7 +1038,15 @@ describe('snapshot / restore', () => {
               const live = t.state === 'assigned' || t.state === 'running';
               assert.equal(t.nodeId !== null, live);
               assert.equal(t.attempts.length, t.attempt);
-              assert.ok(t.attempt <= job.spec.retry.maxAttempts);
+              // Lost attempts do not use up the job's attempts; no task is attempted more than the hard limit.
+              assert.ok(countedAttempts(t) <= job.spec.retry.maxAttempts);
+              assert.ok(t.attempt <= JOB_LIMITS.maxAttempts);
+              // A task fails only once its attempts are used up (a failed job is never a bookkeeping slip).
+              if (t.state === 'failed' && job.cancelledAt === null)
+                assert.ok(
+                  countedAttempts(t) === job.spec.retry.maxAttempts || t.attempt === JOB_LIMITS.maxAttempts,
+                  `${t.id} failed with attempts left: ${JSON.stringify(t.attempts.map((x) => x.outcome))}`,
+                );
               for (const [k, rec] of t.attempts.entries()) {
                 const open = k === t.attempts.length - 1 && live;
                 assert.equal(rec.endedAt === null, open, `attempt ${rec.attempt} of ${t.id} open=${!open}`);

@@ -297,6 +297,20 @@ function cutTail(s: string): string {
 }
 
 /** Retry delay before attempt `finishedAttempt + 1`: `backoffMs` doubling per attempt, capped. */
+/**
+ * Attempts of a task that used up one of its job's `retry.maxAttempts`: all but the lost ones. A lost attempt
+ * (its node went silent, stopped, or was drained past its deadline, so it handed the task back) says nothing
+ * about the task: as with Nomad's replacement of lost allocations and Celery's redelivery after a worker is
+ * lost, it does not count, or a volunteer closing a laptop would fail the jobs it ran. Every task is still
+ * attempted at most JOB_LIMITS.maxAttempts times in all, lost ones included, so one whose runs keep taking their
+ * nodes down ends anyway.
+ */
+export function countedAttempts(task: { attempts: readonly { outcome: string | null }[] }): number {
+  let n = 0;
+  for (const a of task.attempts) if (a.outcome !== 'lost') n++;
+  return n;
+}
+
 export function retryDelayMs(spec: JobSpec, finishedAttempt: number): number {
   const base = spec.retry.backoffMs;
   if (base === 0) return 0;
@@ -497,10 +511,10 @@ export class JobStateMachine {
         `assign carries attempt ${cmd.attempt}, the next attempt is ${task.attempt + 1}`,
       );
     }
-    if (cmd.attempt > job.spec.retry.maxAttempts) {
+    if (countedAttempts(task) >= job.spec.retry.maxAttempts || cmd.attempt > JOB_LIMITS.maxAttempts) {
       return fail(
         'ILLEGAL_TRANSITION',
-        `task ${task.id} has used all ${job.spec.retry.maxAttempts} attempts`,
+        `task ${task.id} has used all its attempts (${job.spec.retry.maxAttempts}, at most ${JOB_LIMITS.maxAttempts} counting lost ones)`,
       );
     }
     if (cmd.at < task.notBefore) {
@@ -806,10 +820,15 @@ export class JobStateMachine {
     task.nodeId = null;
   }
 
-  /** After a failed or lost attempt: back to the queue with backoff while attempts remain, else failed. */
+  /**
+   * After a failed or lost attempt: back to the queue while attempts remain (see countedAttempts), else failed.
+   * A failure waits its backoff first; a lost attempt goes back at once (the task did nothing wrong).
+   */
   private retryOrFail(job: JobRecord, task: TaskRecord, at: number): JobEffect[] {
-    if (task.attempt < job.spec.retry.maxAttempts) {
-      task.notBefore = at + retryDelayMs(job.spec, task.attempt);
+    const counted = countedAttempts(task);
+    if (counted < job.spec.retry.maxAttempts && task.attempt < JOB_LIMITS.maxAttempts) {
+      const lost = this.currentAttempt(task).outcome === 'lost';
+      task.notBefore = lost ? at : at + retryDelayMs(job.spec, counted);
       this.setState(job, task, 'queued', at);
       return [{ type: 'taskRequeued', taskId: task.id, notBefore: task.notBefore }];
     }

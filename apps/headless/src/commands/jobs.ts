@@ -173,7 +173,7 @@ export function installJobCommands(program: Command, helpers: CliHelpers): void 
     .option('--label-constraint <k=v>', 'only nodes with this label (repeatable)', collect, [])
     .option('--arch <arch>', 'only nodes of this CPU architecture')
     .option('--timeout <duration>', 'task run timeout (e.g. 30s, 10m)')
-    .option('--retries <n>', 'extra attempts after a failure', '0')
+    .option('--retries <n>', 'extra attempts after a failure (losing its node is not one)', '0')
     .option('--priority <n>', 'higher runs first (0-100)', '50')
     .option('--count <n>', 'identical tasks', '1')
     .option('--param <name=spec>', 'sweep parameter: i=1..100 or x=a,b,c (repeatable)', collect, [])
