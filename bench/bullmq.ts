@@ -25,9 +25,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
-import wabtInit from 'wabt';
 import { P2pClient } from '../apps/headless/src/client.ts';
 import { type LoopbackCluster, newLoopbackCluster } from '../apps/headless/src/local-cluster.ts';
+import { NOOP_WAT, wasmOf } from '../test/integration/lib/wasm.ts';
 
 const TASKS = Math.max(1, Number(process.env.BENCH_TASKS ?? 20_000));
 /**
@@ -55,7 +55,6 @@ const COMPLETE_TIMEOUT_MS = Number(process.env.BENCH_TIMEOUT_MS ?? 10 * 60_000);
 const POLL_MS = 250;
 /** Tasks whose phases are sampled from jobs.get after the run. */
 const PHASE_SAMPLE_JOBS = 3;
-const NOOP_WAT = '(module (memory (export "memory") 1) (func (export "_start")))';
 
 function rate(tasks: number, ms: number): number {
   return ms > 0 ? Math.round((tasks / ms) * 1000) : Number.NaN;
@@ -210,12 +209,6 @@ async function benchBullmqSide(): Promise<SystemResult & { redisCpuMs: number }>
 
 // ---- meshrun ---------------------------------------------------------------------------------------------
 
-async function noopWasm(): Promise<Uint8Array> {
-  const wabt = await wabtInit();
-  const { buffer } = wabt.parseWat('noop.wat', NOOP_WAT).toBinary({});
-  return new Uint8Array(buffer);
-}
-
 /** Waits until every node of `c` is a voter and a leader is known; returns the leader's peer ID. */
 export async function waitForCluster(c: LoopbackCluster, client: P2pClient): Promise<string> {
   const deadline = Date.now() + 60_000;
@@ -266,7 +259,7 @@ export async function benchMeshrunSide(): Promise<Record<string, unknown>> {
     await waitForCluster(c, clients[0]!);
     const status = (await clients[0]!.call('cluster.status', { local: true })) as { leader: string };
     const leaderIndex = c.nodes.findIndex((n) => n.peerId === status.leader);
-    const wasm = await noopWasm();
+    const wasm = await wasmOf(NOOP_WAT);
     const spec = (count: number) => ({
       name: 'noop',
       executor: 'wasm',

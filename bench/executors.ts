@@ -18,7 +18,7 @@ import { promisify } from 'node:util';
 import { DockerExecutor } from '@meshrun/core/executors/docker.ts';
 import type { NodePolicy, TaskSpec } from '@meshrun/core/executors/types.ts';
 import { WasmExecutor } from '@meshrun/core/executors/wasm.ts';
-import wabtInit from 'wabt';
+import { wasmOf } from '../test/integration/lib/wasm.ts';
 
 const execFileAsync = promisify(execFile);
 const IMAGE = 'meshrun-test/busybox:1';
@@ -197,15 +197,9 @@ export async function benchWasm(): Promise<Record<string, unknown>> {
       };
     };
     const small = await throughput(WASM_TASKS);
-    const wabt = await wabtInit();
-    const big = new Uint8Array(
-      wabt
-        .parseWat(
-          'big.wat',
-          `(module (memory (export "memory") 64) (data (i32.const 0) "${'a'.repeat(BIG_MODULE_DATA_BYTES)}")` +
-            ' (func (export "_start")))',
-        )
-        .toBinary({}).buffer,
+    const big = await wasmOf(
+      `(module (memory (export "memory") 64) (data (i32.const 0) "${'a'.repeat(BIG_MODULE_DATA_BYTES)}")` +
+        ' (func (export "_start")))',
     );
     await runOne(big); // compiled once, like the first task of a job
     const large = await throughput(BIG_MODULE_TASKS, big);
