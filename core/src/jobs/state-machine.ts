@@ -296,7 +296,6 @@ function cutTail(s: string): string {
   return s.slice(start);
 }
 
-/** Retry delay before attempt `finishedAttempt + 1`: `backoffMs` doubling per attempt, capped. */
 /**
  * Attempts of a task that used up one of its job's `retry.maxAttempts`: all but the lost ones. A lost attempt
  * (its node went silent, stopped, or was drained past its deadline, so it handed the task back) says nothing
@@ -311,10 +310,11 @@ export function countedAttempts(task: { attempts: readonly { outcome: string | n
   return n;
 }
 
-export function retryDelayMs(spec: JobSpec, finishedAttempt: number): number {
+/** Retry delay after a task's `failures`-th counted attempt (see countedAttempts): `backoffMs` doubling, capped. */
+export function retryDelayMs(spec: JobSpec, failures: number): number {
   const base = spec.retry.backoffMs;
   if (base === 0) return 0;
-  return Math.min(JOB_LIMITS.maxBackoffMs, base * 2 ** Math.min(30, Math.max(0, finishedAttempt - 1)));
+  return Math.min(JOB_LIMITS.maxBackoffMs, base * 2 ** Math.min(30, Math.max(0, failures - 1)));
 }
 
 export function jobStateOf(job: {
