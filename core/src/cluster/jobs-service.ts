@@ -624,8 +624,7 @@ export class JobsService {
         owed.map(async (cmd) => {
           try {
             const res = await this.#o.commands.propose(cmd, { timeoutMs: 5000 });
-            if (this.#outbox.get(cmd.taskId) === cmd) this.#persist((s) => s.delete(cmd.taskId));
-            this.#outbox.delivered(cmd);
+            if (this.#outbox.delivered(cmd)) this.#persist((s) => s.delete(cmd.taskId));
             this.#log.info(
               { task: cmd.taskId, attempt: cmd.attempt, report: cmd.type, ok: res.ok },
               'delivered a report kept in the outbox',

@@ -21,7 +21,7 @@ describe('ReportOutbox', () => {
     assert.deepEqual(box.due(always), [a, b]);
     // Offering them does not forget them: a failed delivery is offered again next time.
     assert.deepEqual(box.due(always), [a, b]);
-    box.delivered(a);
+    assert.equal(box.delivered(a), true);
     assert.deepEqual(box.due(always), [b]);
     assert.equal(box.size, 1);
   });
@@ -49,7 +49,7 @@ describe('ReportOutbox', () => {
     assert.deepEqual(box.due(always), [newer], 'an older attempt does not replace a newer one');
     assert.equal(box.get('j/0'), newer);
     // A delivery of the replaced report does not drop its replacement.
-    box.delivered(old);
+    assert.equal(box.delivered(old), false);
     assert.deepEqual(box.due(always), [newer]);
     // The same attempt parked again (a second failed delivery) replaces it and moves to the end.
     const again = r('j/0', 2, 'again');

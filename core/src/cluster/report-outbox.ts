@@ -64,8 +64,13 @@ export class ReportOutbox<R extends OwedReport> {
     return out;
   }
 
-  /** The log took `report` (or refused it as stale): forget it, unless a newer report replaced it meanwhile. */
-  delivered(report: R): void {
-    if (this.#byTask.get(report.taskId) === report) this.#byTask.delete(report.taskId);
+  /**
+   * The log took `report` (or refused it as stale): forget it, unless a newer report replaced it meanwhile.
+   * Whether it was forgotten (false: the newer one stays kept).
+   */
+  delivered(report: R): boolean {
+    if (this.#byTask.get(report.taskId) !== report) return false;
+    this.#byTask.delete(report.taskId);
+    return true;
   }
 }
