@@ -17,10 +17,7 @@ import { AdvertisementSchema, encode, framePrefix, MAX_MESSAGE_BYTES, PROTOCOLS 
 import { multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p } from 'libp2p';
 import { z } from 'zod';
-import { runCli, waitFor } from '../src/proc.ts';
-
-const describeResult = (r: { code: number | null; stdout: string; stderr: string }) =>
-  `code=${r.code}\nstdout: ${r.stdout.slice(-2000)}\nstderr: ${r.stderr.slice(-2000)}`;
+import { describeResult, runCli, waitFor } from '../src/proc.ts';
 
 const NodeRowSchema = AdvertisementSchema.extend({
   self: z.boolean(),

@@ -12,11 +12,8 @@ import {
   type LoopbackNode,
   newLoopbackCluster,
 } from '@meshrun/headless/local-cluster.ts';
-import { waitFor } from '../src/proc.ts';
+import { describeResult, waitFor } from '../src/proc.ts';
 import { sleepWat, wasmOf } from './lib/wasm.ts';
-
-const describeResult = (r: { code: number | null; stdout: string; stderr: string }) =>
-  `code=${r.code}\nstdout: ${r.stdout.slice(-2000)}\nstderr: ${r.stderr.slice(-2000)}`;
 
 async function json(n: LoopbackNode, args: string[]) {
   const r = await n.cli([...args, '--json']);

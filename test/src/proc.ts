@@ -136,10 +136,17 @@ export function runCli(args: readonly string[], opts: CliOptions = {}): Promise<
   return runCommand(NODE_BIN, [opts.cliPath ?? MESHRUN_CLI, ...args], opts);
 }
 
-/** A one-line description of a result for assertion messages. */
-export function describeResult(r: RunResult, tailBytes = 2000): string {
+/**
+ * A description of a result for assertion messages: a command's RunResult, or the code and output the
+ * loopback cluster's CLI runs give (those have no signal or timeout to tell).
+ */
+export function describeResult(
+  r: Pick<RunResult, 'code' | 'stdout' | 'stderr'> & Partial<Pick<RunResult, 'signal' | 'timedOut'>>,
+  tailBytes = 2000,
+): string {
   const tail = (s: string) => (s.length > tailBytes ? `…${s.slice(-tailBytes)}` : s);
-  return `code=${r.code} signal=${r.signal} timedOut=${r.timedOut}\nstdout: ${tail(r.stdout)}\nstderr: ${tail(r.stderr)}`;
+  const how = 'signal' in r ? ` signal=${r.signal} timedOut=${r.timedOut}` : '';
+  return `code=${r.code}${how}\nstdout: ${tail(r.stdout)}\nstderr: ${tail(r.stderr)}`;
 }
 
 export interface WaitForOptions {
