@@ -154,6 +154,100 @@ describe('jobs end to end', { skip, timeout: 420_000 }, () => {
     }
   });
 
+  it('run --follow labels every task’s lines; --wait prints the status, not the output; flags that conflict submit nothing', async () => {
+    const n = c.nodes[0]!;
+    const sh =
+      'echo out-$MESHRUN_TASK_INDEX; sleep 0.2; echo err-$MESHRUN_TASK_INDEX >&2; printf tail-$MESHRUN_TASK_INDEX';
+    const f = await cli(n, [
+      'run',
+      '--follow',
+      '--count',
+      '3',
+      '--memory',
+      '16M',
+      TEST_IMAGE,
+      '--',
+      'sh',
+      '-c',
+      sh,
+    ]);
+    assert.equal(f.code, 0, f.stderr);
+    // Lines of different tasks interleave; each task's own lines keep their order, the unfinished last one too.
+    const out = f.stdout.trim().split('\n');
+    assert.deepEqual(
+      [...out].sort(),
+      ['[0] out-0', '[0] tail-0', '[1] out-1', '[1] tail-1', '[2] out-2', '[2] tail-2'],
+      f.stdout,
+    );
+    for (const i of [0, 1, 2]) assert.ok(out.indexOf(`[${i}] out-${i}`) < out.indexOf(`[${i}] tail-${i}`));
+    for (const i of [0, 1, 2]) assert.match(f.stderr, new RegExp(`^\\[${i}\\] err-${i}$`, 'm'));
+
+    const w = await cli(n, [
+      'run',
+      '--wait',
+      '--memory',
+      '16M',
+      TEST_IMAGE,
+      '--',
+      'sh',
+      '-c',
+      'echo hidden; exit 4',
+    ]);
+    assert.equal(w.code, 4, w.stderr);
+    assert.doesNotMatch(w.stdout, /hidden/);
+    assert.match(w.stdout, /failed/);
+    assert.match(w.stdout, /exited with code 4/);
+
+    const before = (await cliJson(n, ['jobs', '--limit', '10000'])).length;
+    const both = await cli(n, ['run', '--detach', '--wait', '--memory', '16M', TEST_IMAGE, '--', 'true']);
+    assert.equal(both.code, 125);
+    assert.match(both.stderr, /choose one of --detach, --wait and --follow/);
+    assert.equal((await cliJson(n, ['jobs', '--limit', '10000'])).length, before, 'nothing was submitted');
+  });
+
+  it('submit --follow streams every job’s output labelled NAME/N; --wait exits 1 when a job failed or was refused', async () => {
+    const n = c.nodes[1]!;
+    const file = join(dir, 'batch.yaml');
+    const job = (name: string, cmd: string, count = 1) =>
+      `- name: ${name}\n  executor: docker\n  image: ${TEST_IMAGE}\n  count: ${count}\n` +
+      `  command: [sh, -c, '${cmd}']\n  resources: { cpus: 0.1, memoryBytes: 16777216 }\n`;
+    writeFileSync(file, job('good', 'echo a-$MESHRUN_TASK_INDEX', 2) + job('bad', 'echo b; exit 2'));
+    const f = await cli(n, ['submit', '-f', file, '--follow']);
+    assert.equal(f.code, 1, 'one job failed');
+    const lines = f.stdout.split('\n').filter((l) => l.startsWith('['));
+    assert.deepEqual(lines.sort(), ['[bad/0] b', '[good/0] a-0', '[good/1] a-1'], f.stdout);
+    assert.match(f.stdout, /good\s+succeeded/);
+    assert.match(f.stdout, /bad\s+failed/);
+
+    writeFileSync(file, job('fine', 'true') + '- name: broken\n  executor: docker\n');
+    const w = await cli(n, ['submit', '-f', file, '--wait', '--json']);
+    assert.equal(w.code, 1, 'one job was refused');
+    const results = JSON.parse(w.stdout);
+    assert.equal(results.length, 2);
+    assert.equal(results[0].state, 'succeeded', 'waited for the accepted job to end');
+    assert.match(results[1].error, /image|resources|invalid/i);
+
+    writeFileSync(file, job('fine', 'true'));
+    const ok = await cli(n, ['submit', '-f', file, '--wait']);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /fine\s+succeeded/);
+  });
+
+  it('logs --follow of a task that never gets a node returns as soon as its job is cancelled', async () => {
+    const n = c.nodes[2]!;
+    const r = await cli(n, ['run', '--detach', '--memory', '4096G', TEST_IMAGE, '--', 'true']);
+    assert.equal(r.code, 0, r.stderr);
+    const jobId = r.stdout.trim();
+    const following = cli(c.nodes[0]!, ['logs', '--follow', jobId], 120_000);
+    await new Promise((res) => setTimeout(res, 2000));
+    const t0 = Date.now();
+    assert.equal((await cli(n, ['cancel', jobId])).code, 0);
+    const f = await following;
+    assert.equal(f.code, 0, f.stderr);
+    assert.equal(f.stdout, '');
+    assert.ok(Date.now() - t0 < 10_000, `follow returned ${Date.now() - t0} ms after the cancel`);
+  });
+
   it('drain stops new assignments to a node and lets its running task finish; resume takes work again', async () => {
     const target = c.nodes[1]!;
     const targetId = [...byId].find(([, n]) => n === target)![0];

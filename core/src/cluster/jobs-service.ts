@@ -80,6 +80,13 @@ export const MAX_ASSIGNMENTS_PER_PASS = 512;
 export const TAIL_BYTES = 64 * 1024;
 /** Abort reasons starting with this hand the task back to the queue instead of dropping the run silently. */
 const REQUEUE_PREFIX = 'requeue: ';
+/**
+ * How long `logs.stream` with follow waits for a queued task to be placed (polling its record every
+ * FOLLOW_WAIT_POLL_MS), like the relay from another node, which lasts as long as the caller follows.
+ */
+const FOLLOW_WAIT_MAX_MS = 24 * 3600_000;
+const FOLLOW_WAIT_POLL_MS = 100;
+const TERMINAL_TASK_STATES: ReadonlySet<string> = new Set(['succeeded', 'failed', 'cancelled']);
 
 /**
  * Prefetch: a node whose task of a job just succeeded after running less than this asks for a few more of
@@ -1012,13 +1019,20 @@ export class JobsService {
   async *#logs(taskId: string, follow: boolean, signal?: AbortSignal): AsyncIterable<unknown> {
     const m = this.#o.machine;
     let task = m.task(taskId);
-    // A follow may start before the task is assigned: wait (bounded) for a node to take it.
-    for (
-      let i = 0;
-      follow && task && !task.nodeId && task.attempts.length === 0 && i < 600 && !signal?.aborted;
-      i++
+    // A follow may start long before the task runs (`run --follow` of a job whose tasks queue behind others):
+    // wait for a node to take it for as long as the caller follows, up to FOLLOW_WAIT_MAX_MS. A task that
+    // ends without ever running (cancelled while queued) has nothing to stream.
+    const waitUntil = Date.now() + FOLLOW_WAIT_MAX_MS;
+    while (
+      follow &&
+      task &&
+      !task.nodeId &&
+      task.attempts.length === 0 &&
+      !TERMINAL_TASK_STATES.has(task.state) &&
+      !signal?.aborted &&
+      Date.now() < waitUntil
     ) {
-      await new Promise((r) => setTimeout(r, 100));
+      await new Promise((r) => setTimeout(r, FOLLOW_WAIT_POLL_MS));
       task = m.task(taskId);
     }
     if (!task) {
@@ -1043,7 +1057,7 @@ export class JobsService {
         'logs.local',
         { taskId, follow },
         {
-          timeoutMs: 24 * 3600_000,
+          timeoutMs: FOLLOW_WAIT_MAX_MS,
           onItem: (it: unknown) => {
             items.push(it);
             wake?.();

@@ -11,6 +11,7 @@ import YAML from 'yaml';
 import type { CliHelpers } from '../cli.ts';
 import { CliError, type NodeClient } from '../client.ts';
 import { duration, parseBytes, shortId, table } from '../format.ts';
+import { LinePrefixer } from '../line-prefixer.ts';
 
 /** Exit codes borrowed from `docker run`. */
 export const EXIT = { meshrunFailed: 125, cannotInvoke: 126, notFound: 127 } as const;
@@ -132,6 +133,66 @@ async function followLogs(client: NodeClient, taskId: string, follow: boolean): 
   );
 }
 
+/**
+ * Tasks of one job whose output `--follow` streams at once, in index order. A task's turn may come after it
+ * ended: its output is then read back from the node that ran it (or the log's tail), so none is lost.
+ */
+export const FOLLOW_PARALLEL = 8;
+
+/** How `run` and `submit` stay attached to what they submitted. */
+export type AttachMode = 'detach' | 'wait' | 'follow';
+
+/** The one of `--detach`, `--wait` and `--follow` given, or null for none; more than one is a usage error. */
+export function attachModeOf(o: { detach?: boolean; wait?: boolean; follow?: boolean }): AttachMode | null {
+  const given = (['detach', 'wait', 'follow'] as const).filter((k) => o[k]);
+  if (given.length > 1)
+    throw new CliError(
+      `choose one of --detach, --wait and --follow (got ${given.map((k) => `--${k}`).join(' and ')})`,
+      EXIT.meshrunFailed,
+    );
+  return given[0] ?? null;
+}
+
+/**
+ * Streams the output of every task of a job, each line labelled `label(index)` as `docker compose logs`
+ * labels containers, FOLLOW_PARALLEL tasks at a time in index order. A task whose output cannot be read is
+ * named on stderr; the others go on.
+ */
+async function followJob(
+  client: NodeClient,
+  jobId: string,
+  tasks: number,
+  label: (index: number) => string,
+): Promise<void> {
+  let next = 0;
+  const follower = async () => {
+    while (next < tasks) {
+      const index = next++;
+      const lines = { stdout: new LinePrefixer(label(index)), stderr: new LinePrefixer(label(index)) };
+      try {
+        await client.call(
+          'logs.stream',
+          { taskId: `${jobId}/${index}`, follow: true },
+          {
+            onItem: (item) => {
+              const it = item as { stream: 'stdout' | 'stderr'; data: Uint8Array | string };
+              const stream = it.stream === 'stderr' ? 'stderr' : 'stdout';
+              process[stream].write(lines[stream].push(it.data));
+            },
+          },
+        );
+      } catch (err) {
+        process.stderr.write(
+          `meshrun: cannot stream the output of task ${jobId}/${index}: ${(err as Error).message}\n`,
+        );
+      }
+      process.stdout.write(lines.stdout.end());
+      process.stderr.write(lines.stderr.end());
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(FOLLOW_PARALLEL, tasks) }, follower));
+}
+
 async function waitForJob(client: NodeClient, jobId: string): Promise<JobView> {
   // The node answers when the job reaches a terminal state (or after its own poll window): bounded loop.
   for (let i = 0; i < 100_000; i++) {
@@ -160,7 +221,9 @@ export function exitCodeOf(job: JobView): number {
 export function installJobCommands(program: Command, helpers: CliHelpers): void {
   program
     .command('run')
-    .description('run a job on the cluster, like `docker run` (waits and streams output unless --detach)')
+    .description(
+      'run a job on the cluster, like `docker run`: waits for it and exits with its code (--follow, --wait or --detach)',
+    )
     .argument('[image]', 'container image (omit with --wasm)')
     .argument('[command...]', 'command and arguments (after --)')
     .option('--name <name>', 'job name')
@@ -180,7 +243,13 @@ export function installJobCommands(program: Command, helpers: CliHelpers): void 
     .option('--network', 'ask for network access (the node owner must allow it)')
     .option('--wasm <file>', 'run a WASI module instead of a container')
     .option('-d, --detach', 'print the job ID and return')
+    .option('--wait', 'wait until the job ends, then print its status (the default for several tasks)')
+    .option(
+      '--follow',
+      'stream the output until the job ends, each line labelled [N] by task when there are several (the default for one task)',
+    )
     .action(async (image: string | undefined, command: string[], o, cmd: Command) => {
+      const attach = attachModeOf(o);
       const params = Object.fromEntries((o.param as string[]).map(parseParam));
       let wasm: Uint8Array | undefined;
       if (o.wasm) {
@@ -234,13 +303,19 @@ export function installJobCommands(program: Command, helpers: CliHelpers): void 
             throw new CliError(`job refused: ${err.message}`, EXIT.meshrunFailed);
           throw err;
         }
-        if (o.detach) {
+        const mode = attach ?? (submitted.tasks === 1 ? 'follow' : 'wait');
+        if (mode === 'detach') {
           helpers.print(opts, submitted, () => submitted.jobId);
           return 0;
         }
-        if (submitted.tasks === 1) await followLogs(client, `${submitted.jobId}/0`, true);
+        if (mode === 'follow' && submitted.tasks === 1)
+          await followLogs(client, `${submitted.jobId}/0`, true);
+        else if (mode === 'follow')
+          await followJob(client, submitted.jobId, submitted.tasks, (i) => `[${i}] `);
         const job = await waitForJob(client, submitted.jobId);
         if (opts.json) helpers.print(opts, job, () => '');
+        // stdout carries the tasks' output when following; with --wait the status is the command's output.
+        else if (mode === 'wait') process.stdout.write(`${statusText(job)}\n`);
         else if (submitted.tasks > 1) process.stderr.write(`${statusText(job)}\n`);
         const rc = submitted.tasks === 1 ? exitCodeOf(job) : job.state === 'succeeded' ? 0 : 1;
         if (rc === EXIT.meshrunFailed)
@@ -254,7 +329,10 @@ export function installJobCommands(program: Command, helpers: CliHelpers): void 
     .command('submit')
     .description('submit a batch of jobs from a YAML or JSON file (one spec or a list)')
     .requiredOption('-f, --file <file>', 'jobs file')
+    .option('--wait', 'wait until every job ends and print their states; exit 0 only if all succeeded')
+    .option('--follow', "stream every task's output, each line labelled [NAME/N], until every job ends")
     .action(async (o, cmd: Command) => {
+      const attach = attachModeOf(o) ?? 'detach';
       const text = await readFile(o.file, 'utf8').catch((err: Error) => {
         throw new CliError(`cannot read ${o.file}: ${err.message}`);
       });
@@ -268,16 +346,39 @@ export function installJobCommands(program: Command, helpers: CliHelpers): void 
       }
       const specs = Array.isArray(parsed) ? parsed : ((parsed as { jobs?: unknown[] })?.jobs ?? [parsed]);
       await helpers.withClient(cmd, async (client, opts) => {
-        const results: { jobId?: string; error?: string }[] = [];
+        const results: { jobId?: string; tasks?: number; error?: string }[] = [];
         for (const spec of specs) {
           try {
-            results.push((await client.call('jobs.submit', { spec })) as { jobId: string });
+            results.push((await client.call('jobs.submit', { spec })) as { jobId: string; tasks: number });
           } catch (err) {
             results.push({ error: (err as Error).message });
           }
         }
-        helpers.print(opts, results, () => results.map((r) => r.jobId ?? `refused: ${r.error}`).join('\n'));
-        if (results.some((r) => r.error)) process.exitCode = 1;
+        const refused = results.filter((r) => r.error);
+        if (attach === 'detach') {
+          helpers.print(opts, results, () => results.map((r) => r.jobId ?? `refused: ${r.error}`).join('\n'));
+          if (refused.length > 0) process.exitCode = 1;
+          return;
+        }
+        // Refusals are known now: say so before waiting on the others.
+        if (!opts.json) for (const r of refused) process.stderr.write(`refused: ${r.error}\n`);
+        const ended: (JobView | { error: string })[] = [];
+        for (const [i, r] of results.entries()) {
+          if (r.error !== undefined || r.jobId === undefined) {
+            ended.push({ error: r.error ?? 'no job ID' });
+            continue;
+          }
+          const jobId = r.jobId;
+          if (attach === 'follow') {
+            const name = (specs[i] as { name?: unknown } | null)?.name;
+            const label = typeof name === 'string' && name.length > 0 ? name : jobId;
+            await followJob(client, jobId, r.tasks ?? 1, (n) => `[${label}/${n}] `);
+          }
+          ended.push(await waitForJob(client, jobId));
+        }
+        const jobs = ended.filter((e): e is JobView => 'jobId' in e);
+        helpers.print(opts, ended, () => jobsTable(jobs));
+        if (refused.length > 0 || jobs.some((j) => j.state !== 'succeeded')) process.exitCode = 1;
       });
     });
 
