@@ -127,7 +127,7 @@ describe('jobs end to end', { skip, timeout: 420_000 }, () => {
     for (const t of st.tasks) assert.equal(byId.get(t.nodeId), target);
   });
 
-  it('logs --follow streams live output and returns when the task ends; finished logs are readable from any peer', async () => {
+  it('logs --follow streams live output and returns when the task ends; finished logs are readable from any peer, also as JSON', async () => {
     const n = c.nodes[1]!;
     const r = await cli(n, [
       'run',
@@ -152,6 +152,15 @@ describe('jobs end to end', { skip, timeout: 420_000 }, () => {
       const again = await cli(reader, ['logs', jobId]);
       assert.match(again.stdout, /line-5/, `readable from ${reader.host.name}`);
     }
+    // --json: one object per chunk and line, for machines.
+    const js = await cli(c.nodes[1]!, ['logs', jobId, '--json']);
+    assert.equal(js.code, 0, js.stderr);
+    const chunks = js.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    assert.ok(chunks.every((x) => x.taskId === `${jobId}/0` && x.stream === 'stdout' && x.at > 0));
+    assert.equal(chunks.map((x) => x.data).join(''), 'line-1\nline-2\nline-3\nline-4\nline-5\n');
   });
 
   it('run --follow labels every task’s lines; --wait prints the status, not the output; flags that conflict submit nothing', async () => {

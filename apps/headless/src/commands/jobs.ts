@@ -118,16 +118,24 @@ function statusText(job: JobView): string {
 
 const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
 
-/** Streams a task's output to this process's stdout/stderr until the task ends. */
-async function followLogs(client: NodeClient, taskId: string, follow: boolean): Promise<void> {
+/**
+ * Streams a task's output to this process's stdout/stderr until the task ends; `json`: to stdout instead, one
+ * JSON object per chunk and line (`{"taskId","stream","at","data"}`, data as UTF-8 text), for machines.
+ */
+async function followLogs(client: NodeClient, taskId: string, follow: boolean, json = false): Promise<void> {
   await client.call(
     'logs.stream',
     { taskId, follow },
     {
       onItem: (item) => {
-        const it = item as { stream: 'stdout' | 'stderr'; data: Uint8Array | string };
-        const data = typeof it.data === 'string' ? it.data : Buffer.from(it.data);
-        (it.stream === 'stderr' ? process.stderr : process.stdout).write(data);
+        const it = item as { stream: 'stdout' | 'stderr'; data: Uint8Array | string; at?: number };
+        const stream = it.stream === 'stderr' ? 'stderr' : 'stdout';
+        if (json) {
+          const data = typeof it.data === 'string' ? it.data : Buffer.from(it.data).toString('utf8');
+          process.stdout.write(`${JSON.stringify({ taskId, stream, at: it.at ?? null, data })}\n`);
+          return;
+        }
+        process[stream].write(typeof it.data === 'string' ? it.data : Buffer.from(it.data));
       },
     },
   );
@@ -414,8 +422,8 @@ export function installJobCommands(program: Command, helpers: CliHelpers): void 
     .argument('<task>', 'task ID (JOB/N) or job ID')
     .option('-f, --follow', 'stream new output until the task ends')
     .action(async (id: string, o, cmd: Command) => {
-      await helpers.withClient(cmd, async (client) => {
-        await followLogs(client, id.includes('/') ? id : `${id}/0`, Boolean(o.follow));
+      await helpers.withClient(cmd, async (client, opts) => {
+        await followLogs(client, id.includes('/') ? id : `${id}/0`, Boolean(o.follow), opts.json);
       });
     });
 
