@@ -3,7 +3,7 @@
 // its job's next task as it reports one done; node loss with fencing of the stale attempt; leader loss under
 // load; live logs; malformed specs refused.
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -15,6 +15,7 @@ import { cli, cliJson, type Json, jobEnded, newClusterKey, startDaemons } from '
 import { detachedWasmRun, NOOP_WAT, sleepWat, wasmOf } from './lib/wasm.ts';
 
 const skip = requireNetns() ?? requireDocker();
+const HELLO_WAT = new URL('../../core/src/executors/testdata/hello.wat', import.meta.url);
 const dir = mkdtempSync(`${tmpdir()}/meshrun-jobs-`);
 
 describe('jobs end to end', { skip, timeout: 420_000 }, () => {
@@ -214,19 +215,40 @@ describe('jobs end to end', { skip, timeout: 420_000 }, () => {
     assert.equal((await cliJson(n, ['jobs', '--limit', '10000'])).length, before, 'nothing was submitted');
   });
 
-  it('submit --follow streams every job’s output labelled NAME/N; --wait exits 1 when a job failed or was refused', async () => {
+  it('submit --follow streams every job’s output labelled NAME/N, WASM jobs from a file too; --wait exits 1 when a job failed or was refused', async () => {
     const n = c.nodes[1]!;
     const file = join(dir, 'batch.yaml');
     const job = (name: string, cmd: string, count = 1) =>
       `- name: ${name}\n  executor: docker\n  image: ${TEST_IMAGE}\n  count: ${count}\n` +
       `  command: [sh, -c, '${cmd}']\n  resources: { cpus: 0.1, memoryBytes: 16777216 }\n`;
-    writeFileSync(file, job('good', 'echo a-$MESHRUN_TASK_INDEX', 2) + job('bad', 'echo b; exit 2'));
+    // The third job uses the file shorthands: executor implied, module path relative to the file, sizes.
+    mkdirSync(join(dir, 'mods'), { recursive: true });
+    writeFileSync(join(dir, 'mods', 'hello.wasm'), await wasmOf(readFileSync(HELLO_WAT, 'utf8')));
+    const wasmJob = '- wasm: mods/hello.wasm\n  resources: { cpus: 0.1, memory: 16M }\n  timeout: 30s\n';
+    writeFileSync(
+      file,
+      job('good', 'echo a-$MESHRUN_TASK_INDEX', 2) + job('bad', 'echo b; exit 2') + wasmJob,
+    );
     const f = await cli(n, ['submit', '-f', file, '--follow']);
     assert.equal(f.code, 1, 'one job failed');
     const lines = f.stdout.split('\n').filter((l) => l.startsWith('['));
-    assert.deepEqual(lines.sort(), ['[bad/0] b', '[good/0] a-0', '[good/1] a-1'], f.stdout);
+    assert.deepEqual(
+      lines.sort(),
+      ['[bad/0] b', '[good/0] a-0', '[good/1] a-1', '[hello.wasm/0] hello stdout'],
+      f.stdout,
+    );
+    assert.match(f.stderr, /^\[hello\.wasm\/0\] hello stderr$/m);
     assert.match(f.stdout, /good\s+succeeded/);
     assert.match(f.stdout, /bad\s+failed/);
+    assert.match(f.stdout, /hello\.wasm\s+succeeded/);
+
+    // A module that cannot be read refuses the whole file: nothing is submitted.
+    const before = (await cliJson(n, ['jobs', '--limit', '10000'])).length;
+    writeFileSync(file, job('first', 'true') + '- wasm: mods/missing.wasm\n');
+    const missing = await cli(n, ['submit', '-f', file]);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /job 2: cannot read the wasm module .*missing\.wasm/);
+    assert.equal((await cliJson(n, ['jobs', '--limit', '10000'])).length, before, 'nothing was submitted');
 
     writeFileSync(file, job('fine', 'true') + '- name: broken\n  executor: docker\n');
     const w = await cli(n, ['submit', '-f', file, '--wait', '--json']);

@@ -43,3 +43,11 @@ export function parseBytes(text: string): number {
     unit === 'k' ? 1024 : unit === 'm' ? 1024 ** 2 : unit === 'g' ? 1024 ** 3 : unit === 't' ? 1024 ** 4 : 1;
   return Math.round(n * mult);
 }
+
+/** `30s`, `5m`, `1h`, `250ms` (a bare number is seconds) → milliseconds. */
+export function parseDuration(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
+  if (!m) throw new CliError(`"${text}" is not a duration (e.g. 30s, 5m, 1h)`, 125);
+  const mult = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
+  return Math.round(Number(m[1]) * mult);
+}

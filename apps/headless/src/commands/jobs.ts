@@ -7,10 +7,10 @@
 import { readFile } from 'node:fs/promises';
 import { RemoteRpcError } from '@meshrun/core/node/control-session.ts';
 import type { Command } from 'commander';
-import YAML from 'yaml';
 import type { CliHelpers } from '../cli.ts';
 import { CliError, type NodeClient } from '../client.ts';
-import { duration, parseBytes, shortId, table } from '../format.ts';
+import { duration, parseBytes, parseDuration, shortId, table } from '../format.ts';
+import { DEFAULT_RESOURCES, specsFromJobFile } from '../job-file.ts';
 import { LinePrefixer } from '../line-prefixer.ts';
 
 /** Exit codes borrowed from `docker run`. */
@@ -75,13 +75,6 @@ function parseKv(items: string[], what: string): Record<string, string> {
     out[item.slice(0, eq)] = item.slice(eq + 1);
   }
   return out;
-}
-
-function parseDuration(text: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
-  if (!m) throw new CliError(`"${text}" is not a duration (e.g. 30s, 5m, 1h)`, EXIT.meshrunFailed);
-  const mult = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
-  return Math.round(Number(m[1]) * mult);
 }
 
 function jobsTable(jobs: JobView[]): string {
@@ -235,8 +228,12 @@ export function installJobCommands(program: Command, helpers: CliHelpers): void 
     .argument('[image]', 'container image (omit with --wasm)')
     .argument('[command...]', 'command and arguments (after --)')
     .option('--name <name>', 'job name')
-    .option('--cpus <n>', 'CPU cores per task (fractions ok)', '1')
-    .option('--memory <size>', 'memory per task (e.g. 512M, 2G)', '256M')
+    .option('--cpus <n>', 'CPU cores per task (fractions ok)', String(DEFAULT_RESOURCES.cpus))
+    .option(
+      '--memory <size>',
+      'memory per task (e.g. 512M, 2G)',
+      `${DEFAULT_RESOURCES.memoryBytes / 1024 ** 2}M`,
+    )
     .option('--gpus <n>', 'GPUs per task')
     .option('--gpu-vendor <vendor>', 'GPU vendor (nvidia, amd, intel)')
     .option('--gpu-min-vram <size>', 'minimum VRAM per GPU')
@@ -335,7 +332,9 @@ export function installJobCommands(program: Command, helpers: CliHelpers): void 
 
   program
     .command('submit')
-    .description('submit a batch of jobs from a YAML or JSON file (one spec or a list)')
+    .description(
+      'submit jobs from a YAML or JSON file: one spec or a list (wasm: FILE, memory: 512M, timeout: 10m, retries: N)',
+    )
     .requiredOption('-f, --file <file>', 'jobs file')
     .option('--wait', 'wait until every job ends and print their states; exit 0 only if all succeeded')
     .option('--follow', "stream every task's output, each line labelled [NAME/N], until every job ends")
@@ -344,15 +343,11 @@ export function installJobCommands(program: Command, helpers: CliHelpers): void 
       const text = await readFile(o.file, 'utf8').catch((err: Error) => {
         throw new CliError(`cannot read ${o.file}: ${err.message}`);
       });
-      let parsed: unknown;
-      try {
-        parsed = o.file.endsWith('.json') ? JSON.parse(text) : YAML.parse(text);
-      } catch (err) {
-        throw new CliError(
-          `${o.file} is not valid ${o.file.endsWith('.json') ? 'JSON' : 'YAML'}: ${(err as Error).message}`,
-        );
-      }
-      const specs = Array.isArray(parsed) ? parsed : ((parsed as { jobs?: unknown[] })?.jobs ?? [parsed]);
+      const specs = await specsFromJobFile(
+        text,
+        o.file,
+        async (path) => new Uint8Array(await readFile(path)),
+      );
       await helpers.withClient(cmd, async (client, opts) => {
         const results: { jobId?: string; tasks?: number; error?: string }[] = [];
         for (const spec of specs) {
