@@ -52,6 +52,17 @@ export const DaemonConfigSchema = z
         electionMs: z.number().int().min(200).max(60_000).default(600),
       })
       .strict(),
+    /**
+     * The Raft log on disk (etcd's --snapshot-count and snapshot catch-up entries): a snapshot of the state
+     * every `snapshotEntries` applied entries, keeping the last `catchUpEntries` behind it so a follower a
+     * little behind catches up from the log; one further behind gets the snapshot.
+     */
+    raftLog: z
+      .object({
+        snapshotEntries: z.number().int().min(10).max(10_000_000).default(10_000),
+        catchUpEntries: z.number().int().min(0).max(10_000_000).default(1000),
+      })
+      .strict(),
     /** Where the web dashboard's static files are (the desktop renderer build). */
     dashboardDir: z.string().optional(),
   })
@@ -75,6 +86,7 @@ export const DEFAULTS = {
     // etcd and Consul use 1 s; 600 ms (randomized to 0.6-1.2 s) keeps failover under the 1.5 s goal.
     electionMs: 600,
   },
+  raftLog: { snapshotEntries: 10_000, catchUpEntries: 1000 },
 };
 
 export function defaultDataDir(): string {
@@ -137,6 +149,12 @@ export function configFromEnv(env: NodeJS.ProcessEnv): Partial<DaemonConfig> {
       nodeGraceMs: Number(env.MESHRUN_NODE_GRACE_MS ?? DEFAULTS.liveness.nodeGraceMs),
       deadVoterMs: Number(env.MESHRUN_DEAD_VOTER_MS ?? DEFAULTS.liveness.deadVoterMs),
       electionMs: Number(env.MESHRUN_ELECTION_MS ?? DEFAULTS.liveness.electionMs),
+    };
+  }
+  if (env.MESHRUN_SNAPSHOT_ENTRIES || env.MESHRUN_CATCHUP_ENTRIES) {
+    out.raftLog = {
+      snapshotEntries: Number(env.MESHRUN_SNAPSHOT_ENTRIES ?? DEFAULTS.raftLog.snapshotEntries),
+      catchUpEntries: Number(env.MESHRUN_CATCHUP_ENTRIES ?? DEFAULTS.raftLog.catchUpEntries),
     };
   }
   return out;

@@ -43,6 +43,8 @@ export async function startNodeServices(daemon: Daemon): Promise<NodeServices> {
     tickMs: RAFT_TICK_MS,
     electionTick: Math.max(4, Math.round(config.liveness.electionMs / RAFT_TICK_MS)),
     heartbeatTick: 2,
+    snapshotEvery: config.raftLog.snapshotEntries,
+    keepEntries: config.raftLog.catchUpEntries,
   });
 
   const wasm = new WasmExecutor();

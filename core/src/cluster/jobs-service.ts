@@ -173,6 +173,13 @@ export class JobsService {
   /** End-of-run reports the log did not take yet; every heartbeat offers them again. */
   readonly #outbox = new ReportOutbox<EndReport>(MAX_UNDELIVERED_REPORTS);
   #offeringOutbox = false;
+  /** Restart recovery is done: from now on #startMissedAssignments may act on what the log gives this node. */
+  #recovered = false;
+  /**
+   * `taskId/attempt` of runs the leader's heartbeat reply stopped as stale while this node's log (a little
+   * behind the leader's) may still assign them here: #startMissedAssignments must not start them again.
+   */
+  #fenced = new Set<string>();
   /** Leader's soft state: last heartbeat per node. */
   readonly #lastBeat = new Map<string, number>();
   #leaderSince = 0;
@@ -203,6 +210,13 @@ export class JobsService {
     this.#o.applied.on('applied', (cmd: JobCommandInput, result: ApplyResult) =>
       this.#onApplied(cmd, result),
     );
+    // A follower too far behind is sent the leader's snapshot instead of the entries it missed: their effects
+    // (tasks assigned here) never reach #onApplied.
+    this.#o.applied.on('restored', () => {
+      if (!this.#recovered || this.#stopped) return;
+      this.#log.info('caught up from the leader’s snapshot; checking the tasks it gives this node');
+      this.#startMissedAssignments();
+    });
     const hb = this.#o.heartbeatMs ?? DEFAULTS.heartbeatMs;
     const safe = (name: string, step: () => Promise<void>) => () => {
       step().catch((err: Error) => this.#log.warn({ err: err.message }, `${name} failed`));
@@ -252,6 +266,34 @@ export class JobsService {
             }),
       ),
     );
+    this.#recovered = true;
+  }
+
+  /**
+   * Starts the tasks the log assigns to this node that it holds no run of. Every assignment applied here
+   * starts its run at once (#onApplied), so in steady state there are none; but a follower too far behind is
+   * sent the leader's snapshot instead of the entries it missed, and the assignments in those entries never
+   * come as applied commands. Without this their tasks would stay assigned to a live node for good: the
+   * leader only re-queues the tasks of nodes that stop heartbeating. Checked after every snapshot install and
+   * on every heartbeat. (Runs the log no longer gives this node are the leader's to stop: heartbeat fencing.)
+   */
+  #startMissedAssignments(): void {
+    if (!this.#recovered || this.#stopped) return;
+    let started = 0;
+    const assigned = new Set<string>();
+    for (const task of this.#o.machine.tasksOnNode(this.#self)) {
+      if (task.state !== 'assigned') continue;
+      const key = `${task.id}/${task.attempt}`;
+      assigned.add(key);
+      if (this.#running.has(task.id) || this.#fenced.has(key)) continue;
+      if (this.#outbox.get(task.id)?.attempt === task.attempt) continue;
+      this.#startRun(task.id, task.attempt);
+      if (this.#running.has(task.id)) started++;
+    }
+    // Once this node's log has caught up, a fenced attempt is no longer assigned here: forget it.
+    for (const key of this.#fenced) if (!assigned.has(key)) this.#fenced.delete(key);
+    if (started > 0)
+      this.#log.info({ tasks: started }, 'started tasks assigned here that this node had not seen');
   }
 
   // ---- applying ----------------------------------------------------------------------------------------
@@ -649,6 +691,7 @@ export class JobsService {
   async #heartbeat(): Promise<void> {
     const leader = this.#o.commands.leaderId();
     if (!leader || this.#stopped) return;
+    this.#startMissedAssignments();
     void this.#offerOutbox();
     const running = [...this.#running.values()].map((r) => ({ taskId: r.taskId, attempt: r.attempt }));
     if (leader === this.#self) {
@@ -664,7 +707,9 @@ export class JobsService {
       };
       for (const s of reply?.stop ?? []) {
         const run = this.#running.get(s.taskId);
-        if (run && run.attempt === s.attempt) run.abort.abort(new Error('stale attempt'));
+        if (!run || run.attempt !== s.attempt) continue;
+        run.abort.abort(new Error('stale attempt'));
+        this.#fenced.add(`${s.taskId}/${s.attempt}`);
       }
     } catch (err) {
       this.#log.debug({ err: (err as Error).message }, 'heartbeat to leader failed');

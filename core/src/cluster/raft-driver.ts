@@ -21,6 +21,9 @@ export interface OpenConsensusOptions {
   tickMs?: number;
   electionTick?: number;
   heartbeatTick?: number;
+  /** Snapshot every this many applied entries, keeping `keepEntries` behind it (RaftDriver's options). */
+  snapshotEvery?: number;
+  keepEntries?: number;
 }
 
 export async function openConsensusDriver(o: OpenConsensusOptions): Promise<ConsensusDriver> {
@@ -37,6 +40,8 @@ export async function openConsensusDriver(o: OpenConsensusOptions): Promise<Cons
     tickMs: o.tickMs ?? 100,
     electionTick: o.electionTick ?? 10,
     heartbeatTick: o.heartbeatTick ?? 1,
+    ...(o.snapshotEvery === undefined ? {} : { snapshotEvery: o.snapshotEvery }),
+    ...(o.keepEntries === undefined ? {} : { keepEntries: o.keepEntries }),
     onFatal: (err) => o.log.fatal({ err: err.message }, 'raft stopped: unrecoverable error'),
   });
   return {
