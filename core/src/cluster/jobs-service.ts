@@ -213,6 +213,8 @@ export class JobsService {
     // A follower too far behind is sent the leader's snapshot instead of the entries it missed: their effects
     // (tasks assigned here) never reach #onApplied.
     this.#o.applied.on('restored', () => {
+      // Whoever waits on a job (jobs.wait, logs, the dashboard) looks again: it may have ended meanwhile.
+      this.events.emit('change');
       if (!this.#recovered || this.#stopped) return;
       this.#log.info('caught up from the leader’s snapshot; checking the tasks it gives this node');
       this.#startMissedAssignments();
