@@ -208,6 +208,24 @@ describe('jobs end to end', { skip, timeout: 420_000 }, () => {
     assert.match(w.stdout, /failed/);
     assert.match(w.stdout, /exited with code 4/);
 
+    // A retried task: the first attempt streams live, the last one's output follows when the job ends.
+    const retried = await cli(n, [
+      'run',
+      '--retries',
+      '1',
+      '--memory',
+      '16M',
+      TEST_IMAGE,
+      '--',
+      'sh',
+      '-c',
+      'echo try; exit 3',
+    ]);
+    assert.equal(retried.code, 3, retried.stderr);
+    assert.deepEqual(retried.stdout.trim().split('\n'), ['try', 'try'], retried.stdout);
+    assert.match(retried.stderr, /attempt 1 ended \(exited with code 3\); the task runs again/);
+    assert.match(retried.stderr, /output of attempt 2, the last/);
+
     const before = (await cliJson(n, ['jobs', '--limit', '10000'])).length;
     const both = await cli(n, ['run', '--detach', '--wait', '--memory', '16M', TEST_IMAGE, '--', 'true']);
     assert.equal(both.code, 125);

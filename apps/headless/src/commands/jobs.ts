@@ -194,6 +194,36 @@ async function followJob(
   await Promise.all(Array.from({ length: Math.min(FOLLOW_PARALLEL, tasks) }, follower));
 }
 
+/**
+ * After the live output of a one-task job's attempt ended: when the task is to run again (`--retries`, or its
+ * node was lost), says so on stderr, since its next attempt is not streamed. Returns the attempt that was
+ * streamed when the task goes on, else 0.
+ */
+async function noteRetry(client: NodeClient, jobId: string): Promise<number> {
+  // The stream ends as the run ends, before its result is in the log: wait for the log to record it.
+  for (let i = 0; i < 100; i++) {
+    const job = (await client.call('jobs.get', { jobId })) as JobView;
+    const task = job.tasks?.[0];
+    if (!task || TERMINAL.has(task.state)) return 0;
+    const ended = task.attempts?.find((a) => a.attempt === task.attempt && a.outcome !== null);
+    const previous = task.attempts?.at(-2);
+    if (task.state === 'queued' && ended) {
+      process.stderr.write(
+        `meshrun: attempt ${ended.attempt} ended (${ended.reason ?? ended.outcome}); the task runs again\n`,
+      );
+      return ended.attempt;
+    }
+    if (task.attempt > 1 && previous && previous.outcome !== null) {
+      process.stderr.write(
+        `meshrun: attempt ${previous.attempt} ended (${previous.reason ?? previous.outcome}); the task runs again\n`,
+      );
+      return previous.attempt;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return 0;
+}
+
 async function waitForJob(client: NodeClient, jobId: string): Promise<JobView> {
   // The node answers when the job reaches a terminal state (or after its own poll window): bounded loop.
   for (let i = 0; i < 100_000; i++) {
@@ -313,11 +343,21 @@ export function installJobCommands(program: Command, helpers: CliHelpers): void 
           helpers.print(opts, submitted, () => submitted.jobId);
           return 0;
         }
-        if (mode === 'follow' && submitted.tasks === 1)
+        let followed = 0;
+        if (mode === 'follow' && submitted.tasks === 1) {
           await followLogs(client, `${submitted.jobId}/0`, true);
-        else if (mode === 'follow')
+          followed = await noteRetry(client, submitted.jobId);
+        } else if (mode === 'follow')
           await followJob(client, submitted.jobId, submitted.tasks, (i) => `[${i}] `);
         const job = await waitForJob(client, submitted.jobId);
+        const last = job.tasks?.[0];
+        if (followed > 0 && last && last.attempt > followed && !opts.json) {
+          // The live stream showed the first attempt; the one that decided the result ran later: its output
+          // as the log keeps it (the last 64 KiB of each stream).
+          process.stderr.write(`meshrun: output of attempt ${last.attempt}, the last:\n`);
+          process.stdout.write(last.stdoutTail ?? '');
+          process.stderr.write(last.stderrTail ?? '');
+        }
         if (opts.json) helpers.print(opts, job, () => '');
         // stdout carries the tasks' output when following; with --wait the status is the command's output.
         else if (mode === 'wait') process.stdout.write(`${statusText(job)}\n`);
