@@ -46,6 +46,9 @@ describe('jobs end to end', { skip, timeout: 420_000 }, () => {
   });
   after(async () => c?.destroy());
 
+  /** `meshrun run FLAGS --memory 16M TEST_IMAGE -- sh -c SCRIPT` on node `n`. */
+  const shRun = (n: ClusterNode, flags: string[], script: string) =>
+    cli(n, ['run', ...flags, '--memory', '16M', TEST_IMAGE, '--', 'sh', '-c', script]);
   const leaderNode = async () => byId.get((await cliJson(c.nodes[0]!, ['cluster'])).leader)!;
   const followers = async () => {
     const l = await leaderNode();
@@ -168,19 +171,7 @@ describe('jobs end to end', { skip, timeout: 420_000 }, () => {
     const n = c.nodes[0]!;
     const sh =
       'echo out-$MESHRUN_TASK_INDEX; sleep 0.2; echo err-$MESHRUN_TASK_INDEX >&2; printf tail-$MESHRUN_TASK_INDEX';
-    const f = await cli(n, [
-      'run',
-      '--follow',
-      '--count',
-      '3',
-      '--memory',
-      '16M',
-      TEST_IMAGE,
-      '--',
-      'sh',
-      '-c',
-      sh,
-    ]);
+    const f = await shRun(n, ['--follow', '--count', '3'], sh);
     assert.equal(f.code, 0, f.stderr);
     // Lines of different tasks interleave; each task's own lines keep their order, the unfinished last one too.
     const out = f.stdout.trim().split('\n');
@@ -192,35 +183,14 @@ describe('jobs end to end', { skip, timeout: 420_000 }, () => {
     for (const i of [0, 1, 2]) assert.ok(out.indexOf(`[${i}] out-${i}`) < out.indexOf(`[${i}] tail-${i}`));
     for (const i of [0, 1, 2]) assert.match(f.stderr, new RegExp(`^\\[${i}\\] err-${i}$`, 'm'));
 
-    const w = await cli(n, [
-      'run',
-      '--wait',
-      '--memory',
-      '16M',
-      TEST_IMAGE,
-      '--',
-      'sh',
-      '-c',
-      'echo hidden; exit 4',
-    ]);
+    const w = await shRun(n, ['--wait'], 'echo hidden; exit 4');
     assert.equal(w.code, 4, w.stderr);
     assert.doesNotMatch(w.stdout, /hidden/);
     assert.match(w.stdout, /failed/);
     assert.match(w.stdout, /exited with code 4/);
 
     // A retried task: the first attempt streams live, the last one's output follows when the job ends.
-    const retried = await cli(n, [
-      'run',
-      '--retries',
-      '1',
-      '--memory',
-      '16M',
-      TEST_IMAGE,
-      '--',
-      'sh',
-      '-c',
-      'echo try; exit 3',
-    ]);
+    const retried = await shRun(n, ['--retries', '1'], 'echo try; exit 3');
     assert.equal(retried.code, 3, retried.stderr);
     assert.deepEqual(retried.stdout.trim().split('\n'), ['try', 'try'], retried.stdout);
     assert.match(retried.stderr, /attempt 1 ended \(exited with code 3\); the task runs again/);
