@@ -96,9 +96,33 @@ function jobsTable(jobs: JobView[]): string {
   );
 }
 
-function statusText(job: JobView): string {
-  const head = `job ${job.jobId} (${job.name}) ${job.state} — submitted by ${job.submitter}\n`;
-  const rows = (job.tasks ?? []).map((t) => [
+/** Tasks a job's status lists in full; past this, `run` prints a summary (see statusSummary). */
+export const SUMMARY_MAX_ROWS = 20;
+
+/**
+ * What `run` prints when a job ends: the whole status for a small job; for a sweep, its counts and the first
+ * SUMMARY_MAX_ROWS tasks that did not succeed, and where to see the rest (`meshrun status` lists them all).
+ */
+export function statusSummary(job: JobView): string {
+  const tasks = job.tasks ?? [];
+  if (tasks.length <= SUMMARY_MAX_ROWS) return statusText(job);
+  const counts = Object.entries(job.counts)
+    .filter(([, n]) => n > 0)
+    .map(([k, n]) => `${n} ${k}`)
+    .join(', ');
+  const head = `job ${job.jobId} (${job.name}) ${job.state} — ${tasks.length} tasks: ${counts}`;
+  const unsuccessful = tasks.filter((t) => t.state !== 'succeeded');
+  if (unsuccessful.length === 0) return head;
+  const shown = unsuccessful.slice(0, SUMMARY_MAX_ROWS);
+  const more =
+    unsuccessful.length > shown.length
+      ? `\n… ${unsuccessful.length - shown.length} more that did not succeed: meshrun status ${job.jobId}`
+      : '';
+  return `${head}\n${taskTable(shown)}${more}`;
+}
+
+function taskTable(tasks: TaskView[]): string {
+  const rows = tasks.map((t) => [
     t.taskId,
     t.state,
     String(t.attempt),
@@ -106,7 +130,12 @@ function statusText(job: JobView): string {
     t.exitCode === null ? '-' : String(t.exitCode),
     t.reason ?? t.unplacedReason ?? '',
   ]);
-  return head + table(['TASK', 'STATE', 'ATTEMPT', 'NODE', 'EXIT', 'REASON'], rows);
+  return table(['TASK', 'STATE', 'ATTEMPT', 'NODE', 'EXIT', 'REASON'], rows);
+}
+
+function statusText(job: JobView): string {
+  const head = `job ${job.jobId} (${job.name}) ${job.state} — submitted by ${job.submitter}\n`;
+  return head + taskTable(job.tasks ?? []);
 }
 
 const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
@@ -360,8 +389,8 @@ export function installJobCommands(program: Command, helpers: CliHelpers): void 
         }
         if (opts.json) helpers.print(opts, job, () => '');
         // stdout carries the tasks' output when following; with --wait the status is the command's output.
-        else if (mode === 'wait') process.stdout.write(`${statusText(job)}\n`);
-        else if (submitted.tasks > 1) process.stderr.write(`${statusText(job)}\n`);
+        else if (mode === 'wait') process.stdout.write(`${statusSummary(job)}\n`);
+        else if (submitted.tasks > 1) process.stderr.write(`${statusSummary(job)}\n`);
         const rc = submitted.tasks === 1 ? exitCodeOf(job) : job.state === 'succeeded' ? 0 : 1;
         if (rc === EXIT.meshrunFailed)
           process.stderr.write(`meshrun: ${job.tasks?.[0]?.reason ?? `job ${job.state}`}\n`);
