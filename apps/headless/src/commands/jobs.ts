@@ -14,7 +14,7 @@ import { DEFAULT_RESOURCES, specsFromJobFile } from '../job-file.ts';
 import { LinePrefixer } from '../line-prefixer.ts';
 
 /** Exit codes borrowed from `docker run`. */
-export const EXIT = { meshrunFailed: 125, cannotInvoke: 126, notFound: 127 } as const;
+export const EXIT = { meshrunFailed: 125, cannotInvoke: 126, notFound: 127, interrupted: 130 } as const;
 
 export interface TaskView {
   taskId: string;
@@ -372,13 +372,33 @@ export function installJobCommands(program: Command, helpers: CliHelpers): void 
           helpers.print(opts, submitted, () => submitted.jobId);
           return 0;
         }
+        // Ctrl-C while attached stops the job, as `docker run` stops its container: the job is cancelled and
+        // run exits 130 once it has ended. A second Ctrl-C stops waiting for that.
+        let interrupted = false;
+        const onInterrupt = () => {
+          if (interrupted) process.exit(EXIT.interrupted);
+          interrupted = true;
+          process.stderr.write(
+            `\nmeshrun: cancelling job ${submitted.jobId} (Ctrl-C again to stop waiting for it)\n`,
+          );
+          client.call('jobs.cancel', { jobId: submitted.jobId }).catch((err: Error) => {
+            process.stderr.write(`meshrun: could not cancel job ${submitted.jobId}: ${err.message}\n`);
+            process.exit(EXIT.interrupted);
+          });
+        };
+        process.on('SIGINT', onInterrupt);
         let followed = 0;
-        if (mode === 'follow' && submitted.tasks === 1) {
-          await followLogs(client, `${submitted.jobId}/0`, true);
-          followed = await noteRetry(client, submitted.jobId);
-        } else if (mode === 'follow')
-          await followJob(client, submitted.jobId, submitted.tasks, (i) => `[${i}] `);
-        const job = await waitForJob(client, submitted.jobId);
+        let job: JobView;
+        try {
+          if (mode === 'follow' && submitted.tasks === 1) {
+            await followLogs(client, `${submitted.jobId}/0`, true);
+            followed = await noteRetry(client, submitted.jobId);
+          } else if (mode === 'follow')
+            await followJob(client, submitted.jobId, submitted.tasks, (i) => `[${i}] `);
+          job = await waitForJob(client, submitted.jobId);
+        } finally {
+          process.off('SIGINT', onInterrupt);
+        }
         const last = job.tasks?.[0];
         if (followed > 0 && last && last.attempt > followed && !opts.json) {
           // The live stream showed the first attempt; the one that decided the result ran later: its output
@@ -391,6 +411,7 @@ export function installJobCommands(program: Command, helpers: CliHelpers): void 
         // stdout carries the tasks' output when following; with --wait the status is the command's output.
         else if (mode === 'wait') process.stdout.write(`${statusSummary(job)}\n`);
         else if (submitted.tasks > 1) process.stderr.write(`${statusSummary(job)}\n`);
+        if (interrupted) return EXIT.interrupted;
         const rc = submitted.tasks === 1 ? exitCodeOf(job) : job.state === 'succeeded' ? 0 : 1;
         if (rc === EXIT.meshrunFailed)
           process.stderr.write(`meshrun: ${job.tasks?.[0]?.reason ?? `job ${job.state}`}\n`);

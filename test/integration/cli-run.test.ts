@@ -1,0 +1,115 @@
+// `meshrun run` as a user runs it in a terminal, against a real one-node cluster with the real Docker engine:
+// Ctrl-C while attached stops the job, as `docker run` stops its container, instead of leaving it running on
+// the cluster with nobody watching.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { after, before, describe, it } from 'node:test';
+import {
+  childEnv,
+  type LoopbackCluster,
+  MESHRUN_CLI,
+  NODE_BIN,
+  newLoopbackCluster,
+} from '@meshrun/headless/local-cluster.ts';
+import { describeResult, waitFor } from '../src/proc.ts';
+import { requireDocker, TEST_IMAGE } from './lib/docker.ts';
+
+const skip = requireDocker();
+
+/** `meshrun run` in its own process, its output collected as it comes. */
+function startRun(dataDir: string, args: string[]) {
+  const child = spawn(NODE_BIN, [MESHRUN_CLI, '--data-dir', dataDir, 'run', ...args], {
+    env: childEnv(),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const out = { stdout: '', stderr: '' };
+  child.stdout.on('data', (d: Buffer) => {
+    out.stdout += d.toString();
+  });
+  child.stderr.on('data', (d: Buffer) => {
+    out.stderr += d.toString();
+  });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, out, exited };
+}
+
+describe('meshrun run in a terminal', { skip }, () => {
+  let c: LoopbackCluster;
+  before(async () => {
+    c = await newLoopbackCluster({ prefix: 'meshrun-cli-run-' });
+    const voters = process.env.MESHRUN_VOTERS;
+    process.env.MESHRUN_VOTERS = '1';
+    try {
+      await c.start(0);
+    } finally {
+      if (voters === undefined) delete process.env.MESHRUN_VOTERS;
+      else process.env.MESHRUN_VOTERS = voters;
+    }
+    await waitFor(
+      async () => {
+        const r = await c.nodes[0]!.cli(['cluster', '--json']);
+        return r.code === 0 && JSON.parse(r.stdout).leader;
+      },
+      { timeoutMs: 30_000, description: 'a one-node cluster with a leader' },
+    );
+  });
+  after(async () => c?.destroy());
+
+  it('Ctrl-C cancels the job, stops its container, and exits 130 once it has ended', async () => {
+    const node = c.nodes[0]!;
+    const script = 'echo started; sleep 60; echo never';
+    const run = startRun(node.dataDir, ['--memory', '16M', TEST_IMAGE, '--', 'sh', '-c', script]);
+    try {
+      await waitFor(() => run.out.stdout.includes('started'), {
+        timeoutMs: 30_000,
+        description: 'the task to print its first line',
+      });
+      const t0 = Date.now();
+      run.child.kill('SIGINT');
+      const code = await run.exited;
+      assert.equal(code, 130, `${run.out.stdout}\n${run.out.stderr}`);
+      assert.ok(Date.now() - t0 < 20_000, `exited ${Date.now() - t0} ms after Ctrl-C`);
+      assert.match(run.out.stderr, /cancelling job \S+ \(Ctrl-C again to stop waiting for it\)/);
+      assert.doesNotMatch(run.out.stdout, /never/);
+      const jobs = await node.cli(['jobs', '--json']);
+      assert.equal(jobs.code, 0, describeResult(jobs));
+      const job = JSON.parse(jobs.stdout).at(-1);
+      assert.equal(job.state, 'cancelled');
+      const st = JSON.parse((await node.cli(['status', job.jobId, '--json'])).stdout);
+      assert.equal(st.tasks[0].state, 'cancelled');
+      assert.ok(st.tasks[0].attempts[0].endedAt - t0 < 20_000, 'the run ended at the cancel, not after 60 s');
+    } finally {
+      run.child.kill('SIGKILL');
+    }
+  });
+
+  it('a second Ctrl-C stops waiting at once', async () => {
+    const node = c.nodes[0]!;
+    const run = startRun(node.dataDir, [
+      '--memory',
+      '16M',
+      TEST_IMAGE,
+      '--',
+      'sh',
+      '-c',
+      'echo up; sleep 60',
+    ]);
+    try {
+      await waitFor(() => run.out.stdout.includes('up'), {
+        timeoutMs: 30_000,
+        description: 'the task to print its first line',
+      });
+      run.child.kill('SIGINT');
+      await waitFor(() => run.out.stderr.includes('cancelling job'), {
+        timeoutMs: 10_000,
+        description: 'the first Ctrl-C to be taken',
+      });
+      const t0 = Date.now();
+      run.child.kill('SIGINT');
+      assert.equal(await run.exited, 130);
+      assert.ok(Date.now() - t0 < 2000, `exited ${Date.now() - t0} ms after the second Ctrl-C`);
+    } finally {
+      run.child.kill('SIGKILL');
+    }
+  });
+});
