@@ -3,6 +3,8 @@
 // the cluster with nobody watching.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
   childEnv,
@@ -10,11 +12,14 @@ import {
   MESHRUN_CLI,
   NODE_BIN,
   newLoopbackCluster,
+  runCli,
 } from '@meshrun/headless/local-cluster.ts';
 import { describeResult, waitFor } from '../src/proc.ts';
 import { requireDocker, TEST_IMAGE } from './lib/docker.ts';
+import { wasmOf } from './lib/wasm.ts';
 
 const skip = requireDocker();
+const HELLO_WAT = new URL('../../core/src/executors/testdata/hello.wat', import.meta.url);
 
 /** `meshrun run` in its own process, its output collected as it comes. */
 function startRun(dataDir: string, args: string[]) {
@@ -81,6 +86,31 @@ describe('meshrun run in a terminal', { skip }, () => {
     } finally {
       run.child.kill('SIGKILL');
     }
+  });
+
+  it('a 10,000-task job too big for one control message is paged: status and run --wait over libp2p', async () => {
+    // Each task's view (attempts, output tails) is ~0.5 KB: the whole job is ~5 MB, over the 4 MiB a control
+    // message may carry, so a reply that held every task was refused by the node.
+    const node = c.nodes[0]!;
+    const wasm = join(c.dir, 'hello.wasm');
+    writeFileSync(wasm, await wasmOf(readFileSync(HELLO_WAT, 'utf8')));
+    const peer = ['--peer', node.addr, '--cluster-key', c.clusterKey];
+    const args = ['run', '--wait', '--count', '10000', '--cpus', '0.01', '--memory', '16M', '--wasm', wasm];
+    const r = await runCli([...peer, ...args], { timeoutMs: 240_000 });
+    assert.equal(r.code, 0, describeResult(r));
+    assert.match(r.stdout, /succeeded — 10000 tasks: 10000 succeeded/);
+    const jobId = /job (\S+)/.exec(r.stdout)![1]!;
+    const st = await runCli([...peer, 'status', jobId, '--json'], { timeoutMs: 120_000 });
+    assert.equal(st.code, 0, describeResult(st));
+    const view = JSON.parse(st.stdout);
+    assert.equal(view.tasks.length, 10_000);
+    assert.deepEqual(
+      view.tasks.map((t: { index: number }) => t.index),
+      Array.from({ length: 10_000 }, (_, i) => i),
+      'every task once, in order',
+    );
+    assert.ok(view.tasks.every((t: { stdoutTail: string }) => t.stdoutTail === 'hello stdout\n'));
+    assert.equal(view.nextTaskFrom, undefined);
   });
 
   it('a second Ctrl-C stops waiting at once', async () => {

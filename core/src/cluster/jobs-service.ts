@@ -87,6 +87,24 @@ const REQUEUE_PREFIX = 'requeue: ';
 const FOLLOW_WAIT_MAX_MS = 24 * 3600_000;
 const FOLLOW_WAIT_POLL_MS = 100;
 const TERMINAL_TASK_STATES: ReadonlySet<string> = new Set(['succeeded', 'failed', 'cancelled']);
+/**
+ * Bytes of task views (as JSON, which is larger than their CBOR) one jobs.get or jobs.wait reply carries at
+ * most, so a 10,000-task job with long output tails still fits a control message (4 MiB); the caller pages on
+ * with `taskFrom: nextTaskFrom`.
+ */
+export const TASK_PAGE_MAX_BYTES = 2 * 1024 * 1024;
+/** Which of a job's tasks a jobs.get or jobs.wait reply lists, from which index, and how many at most. */
+const TaskPageParams = {
+  taskFrom: z.number().int().min(0).max(JOB_LIMITS.maxTasksPerJob).default(0),
+  taskLimit: z.number().int().min(1).max(JOB_LIMITS.maxTasksPerJob).default(JOB_LIMITS.maxTasksPerJob),
+  /** 'unsuccessful': only tasks that did not (or not yet) succeed, e.g. for the end-of-run summary. */
+  taskFilter: z.enum(['all', 'unsuccessful']).default('all'),
+};
+interface TaskPage {
+  taskFrom: number;
+  taskLimit: number;
+  taskFilter: 'all' | 'unsuccessful';
+}
 
 /**
  * Prefetch: a node whose task of a job just succeeded after running less than this asks for a few more of
@@ -889,26 +907,30 @@ export class JobsService {
         .strict(),
       async ({ state, limit }) => {
         await this.#o.commands.readBarrier().catch(() => {});
-        return m.jobs({ ...(state ? { state } : {}), limit }).map((j) => this.#jobView(j.id, false));
+        return m.jobs({ ...(state ? { state } : {}), limit }).map((j) => this.#jobView(j.id, null));
       },
     );
 
-    rpc.register('jobs.get', z.object({ jobId: z.string().max(128) }).strict(), async ({ jobId }) => {
-      await this.#o.commands.readBarrier().catch(() => {});
-      const view = this.#jobView(jobId, true);
-      if (!view) throw new RpcFailure(RPC_ERRORS.notFound, `no job ${jobId}`);
-      // Why a task waits is the leader's soft state: ask it when we are not the leader.
-      const tasks = view.tasks as { taskId: string; state: string; unplacedReason: string | null }[];
-      const leader = this.#o.commands.leaderId();
-      if (leader && leader !== this.#self && tasks.some((t) => t.state === 'queued')) {
-        const reasons = (await this.#o.node
-          .call(leader, 'jobs.unplaced', { jobId }, { timeoutMs: 2000 })
-          .catch(() => null)) as Record<string, string> | null;
-        for (const t of tasks)
-          if (t.state === 'queued' && reasons?.[t.taskId]) t.unplacedReason = reasons[t.taskId]!;
-      }
-      return view;
-    });
+    rpc.register(
+      'jobs.get',
+      z.object({ jobId: z.string().max(128), ...TaskPageParams }).strict(),
+      async ({ jobId, ...page }) => {
+        await this.#o.commands.readBarrier().catch(() => {});
+        const view = this.#jobView(jobId, page);
+        if (!view) throw new RpcFailure(RPC_ERRORS.notFound, `no job ${jobId}`);
+        // Why a task waits is the leader's soft state: ask it when we are not the leader.
+        const tasks = view.tasks as { taskId: string; state: string; unplacedReason: string | null }[];
+        const leader = this.#o.commands.leaderId();
+        if (leader && leader !== this.#self && tasks.some((t) => t.state === 'queued')) {
+          const reasons = (await this.#o.node
+            .call(leader, 'jobs.unplaced', { jobId }, { timeoutMs: 2000 })
+            .catch(() => null)) as Record<string, string> | null;
+          for (const t of tasks)
+            if (t.state === 'queued' && reasons?.[t.taskId]) t.unplacedReason = reasons[t.taskId]!;
+        }
+        return view;
+      },
+    );
     rpc.register('jobs.unplaced', z.object({ jobId: z.string().max(128) }).strict(), ({ jobId }) => {
       const out: Record<string, string> = {};
       for (const t of m.tasksOfJob(jobId).slice(0, 1000)) {
@@ -924,9 +946,10 @@ export class JobsService {
         .object({
           jobId: z.string().max(128),
           timeoutMs: z.number().int().min(0).max(60_000).default(30_000),
+          ...TaskPageParams,
         })
         .strict(),
-      async ({ jobId, timeoutMs }, ctx) => {
+      async ({ jobId, timeoutMs, ...page }, ctx) => {
         const terminal = () => {
           const j = m.job(jobId);
           return j && ['succeeded', 'failed', 'cancelled'].includes(j.state);
@@ -952,7 +975,7 @@ export class JobsService {
             ctx.signal?.addEventListener('abort', cleanup);
           });
         }
-        return this.#jobView(jobId, true);
+        return this.#jobView(jobId, page);
       },
     );
 
@@ -1134,7 +1157,12 @@ export class JobsService {
     }
   }
 
-  #jobView(jobId: string, withTasks: boolean): Record<string, unknown> | null {
+  /**
+   * A job's public view; with `page`, one page of its tasks (in index order from `page.taskFrom`, at most
+   * `taskLimit` of them and TASK_PAGE_MAX_BYTES, the first one always) and `nextTaskFrom`, the index to ask
+   * for next, or null when none is left.
+   */
+  #jobView(jobId: string, page: TaskPage | null): Record<string, unknown> | null {
     const m = this.#o.machine;
     const j = m.job(jobId);
     if (!j) return null;
@@ -1153,30 +1181,42 @@ export class JobsService {
       counts: j.counts,
     };
     // How attempts ended, over all tasks: lets a reader check exactly-once without fetching every task.
-    if (!withTasks) return { ...base, attemptOutcomes: j.attemptOutcomes };
-    const tasks = m
-      .tasksOfJob(jobId)
-      .slice(0, JOB_LIMITS.maxTasksPerJob)
-      .map((t) => {
-        const last = t.attempts.at(-1);
-        return {
-          taskId: t.id,
-          index: t.index,
-          state: t.state,
-          attempt: t.attempt,
-          nodeId: t.nodeId ?? last?.nodeId ?? null,
-          exitCode: last?.exitCode ?? null,
-          outcome: last?.outcome ?? null,
-          reason: last?.reason ?? null,
-          startedAt: last?.startedAt ?? null,
-          endedAt: last?.endedAt ?? null,
-          unplacedReason: t.state === 'queued' ? (this.#unplaced.get(t.id) ?? null) : null,
-          attempts: t.attempts,
-          stdoutTail: t.stdoutTail,
-          stderrTail: t.stderrTail,
-        };
-      });
-    return { ...base, tasks };
+    if (page === null) return { ...base, attemptOutcomes: j.attemptOutcomes };
+    const tasks: Record<string, unknown>[] = [];
+    let bytes = 0;
+    let nextTaskFrom: number | null = null;
+    for (const t of m.tasksOfJob(jobId).slice(page.taskFrom)) {
+      if (page.taskFilter === 'unsuccessful' && t.state === 'succeeded') continue;
+      const view = this.#taskView(t);
+      const size = Buffer.byteLength(JSON.stringify(view));
+      if (tasks.length >= page.taskLimit || (tasks.length > 0 && bytes + size > TASK_PAGE_MAX_BYTES)) {
+        nextTaskFrom = t.index;
+        break;
+      }
+      tasks.push(view);
+      bytes += size;
+    }
+    return { ...base, tasks, nextTaskFrom };
+  }
+
+  #taskView(t: Readonly<TaskRecord>): Record<string, unknown> {
+    const last = t.attempts.at(-1);
+    return {
+      taskId: t.id,
+      index: t.index,
+      state: t.state,
+      attempt: t.attempt,
+      nodeId: t.nodeId ?? last?.nodeId ?? null,
+      exitCode: last?.exitCode ?? null,
+      outcome: last?.outcome ?? null,
+      reason: last?.reason ?? null,
+      startedAt: last?.startedAt ?? null,
+      endedAt: last?.endedAt ?? null,
+      unplacedReason: t.state === 'queued' ? (this.#unplaced.get(t.id) ?? null) : null,
+      attempts: t.attempts,
+      stdoutTail: t.stdoutTail,
+      stderrTail: t.stderrTail,
+    };
   }
 
   /** Stops every task running here and hands it back to the queue (the owner wants the machine now). */
@@ -1227,11 +1267,6 @@ export class JobsService {
       })),
       ended: r.ended && r.entries.length === 0,
     };
-  }
-
-  /** Public view of a job (with tasks), as `meshrun status --json` prints it. */
-  jobView(jobId: string): Record<string, unknown> | null {
-    return this.#jobView(jobId, true);
   }
 
   /**

@@ -34,6 +34,7 @@ function job(tasks: TaskView[]): JobView {
     executor: 'docker',
     image: 'img',
     createdAt: 0,
+    taskCount: tasks.length,
     counts,
     tasks,
   };
@@ -61,6 +62,21 @@ describe('statusSummary', () => {
     assert.ok(rows.every((r) => /failed/.test(r)));
     assert.equal(rows[0]!.split(/\s+/)[0], 'j1/3');
     assert.equal(lines.at(-1), `… ${50 - SUMMARY_MAX_ROWS} more that did not succeed: meshrun status j1`);
+  });
+
+  it('sums up from the counts when the node sent only the unsuccessful tasks (jobs.wait taskFilter)', () => {
+    const all = Array.from({ length: 100 }, (_, i) => task(i, i === 7 || i === 70 ? 'failed' : 'succeeded'));
+    const view = { ...job(all), tasks: all.filter((t) => t.state !== 'succeeded') };
+    const lines = statusSummary(view).split('\n');
+    assert.equal(lines[0], 'job j1 (sweep) failed — 100 tasks: 98 succeeded, 2 failed');
+    assert.deepEqual(
+      lines.filter((l) => l.startsWith('j1/')).map((l) => l.split(/\s+/)[0]),
+      ['j1/7', 'j1/70'],
+    );
+    assert.ok(!lines.some((l) => l.startsWith('…')), 'no more to mention');
+    // A small job given only its failures is summed up too, not shown as if it had two tasks.
+    const small = job([task(0, 'succeeded'), task(1, 'failed')]);
+    assert.match(statusSummary({ ...small, tasks: [task(1, 'failed')] }), /— 2 tasks: 1 succeeded, 1 failed/);
   });
 });
 

@@ -47,8 +47,18 @@ export interface JobView {
   executor: string;
   image: string | null;
   createdAt: number;
+  taskCount?: number;
   counts: Record<string, number>;
   tasks?: TaskView[];
+  /** Set when the reply holds one page of the tasks: the index to ask for next (see getJob). */
+  nextTaskFrom?: number | null;
+}
+
+/** Which tasks a jobs.get or jobs.wait reply lists (the node pages them: at most ~2 MiB a reply). */
+interface TaskPage {
+  taskFrom?: number;
+  taskLimit?: number;
+  taskFilter?: 'all' | 'unsuccessful';
 }
 
 function collect(value: string, prev: string[] = []): string[] {
@@ -105,20 +115,37 @@ export const SUMMARY_MAX_ROWS = 20;
  */
 export function statusSummary(job: JobView): string {
   const tasks = job.tasks ?? [];
-  if (tasks.length <= SUMMARY_MAX_ROWS) return statusText(job);
+  const total = job.taskCount ?? tasks.length;
+  if (total <= SUMMARY_MAX_ROWS && tasks.length === total) return statusText(job);
   const counts = Object.entries(job.counts)
     .filter(([, n]) => n > 0)
     .map(([k, n]) => `${n} ${k}`)
     .join(', ');
-  const head = `job ${job.jobId} (${job.name}) ${job.state} — ${tasks.length} tasks: ${counts}`;
-  const unsuccessful = tasks.filter((t) => t.state !== 'succeeded');
-  if (unsuccessful.length === 0) return head;
-  const shown = unsuccessful.slice(0, SUMMARY_MAX_ROWS);
+  const head = `job ${job.jobId} (${job.name}) ${job.state} — ${total} tasks: ${counts}`;
+  // The tasks given may be all of them or only the unsuccessful ones (jobs.wait's taskFilter).
+  const unsuccessful = total - (job.counts.succeeded ?? 0);
+  if (unsuccessful === 0) return head;
+  const shown = tasks.filter((t) => t.state !== 'succeeded').slice(0, SUMMARY_MAX_ROWS);
   const more =
-    unsuccessful.length > shown.length
-      ? `\n… ${unsuccessful.length - shown.length} more that did not succeed: meshrun status ${job.jobId}`
+    unsuccessful > shown.length
+      ? `\n… ${unsuccessful - shown.length} more that did not succeed: meshrun status ${job.jobId}`
       : '';
   return `${head}\n${taskTable(shown)}${more}`;
+}
+
+/** A job with all its tasks, fetched page by page (a node's reply carries at most ~2 MiB of them). */
+async function getJob(client: NodeClient, jobId: string): Promise<JobView> {
+  const first = (await client.call('jobs.get', { jobId })) as JobView;
+  const tasks = [...(first.tasks ?? [])];
+  let next = first.nextTaskFrom;
+  // Bounded: every page holds at least one task and a job has at most JOB_LIMITS.maxTasksPerJob.
+  for (let pages = 0; next !== null && next !== undefined && pages < 10_000; pages++) {
+    const page = (await client.call('jobs.get', { jobId, taskFrom: next })) as JobView;
+    tasks.push(...(page.tasks ?? []));
+    next = page.nextTaskFrom;
+  }
+  const { nextTaskFrom: _, ...view } = first;
+  return { ...view, tasks };
 }
 
 function taskTable(tasks: TaskView[]): string {
@@ -253,12 +280,13 @@ async function noteRetry(client: NodeClient, jobId: string): Promise<number> {
   return 0;
 }
 
-async function waitForJob(client: NodeClient, jobId: string): Promise<JobView> {
+/** Waits until the job has ended; the reply lists the tasks `page` asks for (by default the first page). */
+async function waitForJob(client: NodeClient, jobId: string, page: TaskPage = {}): Promise<JobView> {
   // The node answers when the job reaches a terminal state (or after its own poll window): bounded loop.
   for (let i = 0; i < 100_000; i++) {
     const job = (await client.call(
       'jobs.wait',
-      { jobId, timeoutMs: 30_000 },
+      { jobId, timeoutMs: 30_000, ...page },
       { timeoutMs: 60_000 },
     )) as JobView;
     if (TERMINAL.has(job.state)) return job;
@@ -395,7 +423,14 @@ export function installJobCommands(program: Command, helpers: CliHelpers): void 
             followed = await noteRetry(client, submitted.jobId);
           } else if (mode === 'follow')
             await followJob(client, submitted.jobId, submitted.tasks, (i) => `[${i}] `);
-          job = await waitForJob(client, submitted.jobId);
+          // A sweep's summary needs only its unsuccessful tasks, and only the first few.
+          const sweep = submitted.tasks > SUMMARY_MAX_ROWS && !opts.json;
+          job = await waitForJob(
+            client,
+            submitted.jobId,
+            sweep ? { taskFilter: 'unsuccessful', taskLimit: SUMMARY_MAX_ROWS } : {},
+          );
+          if (opts.json) job = await getJob(client, submitted.jobId);
         } finally {
           process.off('SIGINT', onInterrupt);
         }
@@ -467,7 +502,9 @@ export function installJobCommands(program: Command, helpers: CliHelpers): void 
             const label = typeof name === 'string' && name.length > 0 ? name : jobId;
             await followJob(client, jobId, r.tasks ?? 1, (n) => `[${label}/${n}] `);
           }
-          ended.push(await waitForJob(client, jobId));
+          // The table shows counts; --json gets every task.
+          const job = await waitForJob(client, jobId, { taskLimit: 1 });
+          ended.push(opts.json ? await getJob(client, jobId) : job);
         }
         const jobs = ended.filter((e): e is JobView => 'jobId' in e);
         helpers.print(opts, ended, () => jobsTable(jobs));
@@ -496,7 +533,7 @@ export function installJobCommands(program: Command, helpers: CliHelpers): void 
     .argument('<job>', 'job ID')
     .action(async (jobId: string, _o, cmd: Command) => {
       await helpers.withClient(cmd, async (client, opts) => {
-        const job = (await client.call('jobs.get', { jobId })) as JobView;
+        const job = await getJob(client, jobId);
         helpers.print(opts, job, () => statusText(job));
       });
     });
