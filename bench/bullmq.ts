@@ -288,11 +288,12 @@ export async function benchMeshrunSide(): Promise<Record<string, unknown>> {
       let failed = 0;
       const progress: { s: number; done: number }[] = [];
       while (performance.now() - t0 < COMPLETE_TIMEOUT_MS) {
-        const list = (await clients[0]!.call(
+        // 1,000 job summaries are well under a reply's page (jobs.list pages at ~2 MiB).
+        const { jobs: list } = (await clients[0]!.call(
           'jobs.list',
           { limit: 1000 },
           { timeoutMs: 30_000 },
-        )) as JobSummary[];
+        )) as { jobs: JobSummary[] };
         finished = 0;
         failed = 0;
         for (const j of list) {

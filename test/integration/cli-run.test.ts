@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { P2pClient } from '@meshrun/headless/client.ts';
 import {
   childEnv,
   type LoopbackCluster,
@@ -14,6 +15,7 @@ import {
   newLoopbackCluster,
   runCli,
 } from '@meshrun/headless/local-cluster.ts';
+import { JOB_LIMITS } from '@meshrun/protocol';
 import { describeResult, waitFor } from '../src/proc.ts';
 import { requireDocker, TEST_IMAGE } from './lib/docker.ts';
 import { wasmOf } from './lib/wasm.ts';
@@ -111,6 +113,47 @@ describe('meshrun run in a terminal', { skip }, () => {
     );
     assert.ok(view.tasks.every((t: { stdoutTail: string }) => t.stdoutTail === 'hello stdout\n'));
     assert.equal(view.nextTaskFrom, undefined);
+  });
+
+  it('a list of jobs too big for one control message is paged: jobs over libp2p', async () => {
+    // 4,500 queued jobs with the longest name and image the spec allows: ~1 KB each, 4.5 MB in all.
+    const node = c.nodes[0]!;
+    const client = await P2pClient.create(node.addr, c.clusterKey);
+    const before = JSON.parse((await node.cli(['jobs', '--limit', '10000', '--json'])).stdout).length;
+    try {
+      const spec = (i: number) => ({
+        name: `${String(i).padStart(5, '0')}-${'n'.repeat(JOB_LIMITS.maxNameLength - 6)}`,
+        executor: 'docker',
+        image: `registry.invalid/${'i'.repeat(JOB_LIMITS.maxImageLength - 17)}`,
+        resources: { cpus: 1, memoryBytes: JOB_LIMITS.maxMemoryBytes }, // more than any node: stays queued
+      });
+      let next = 0;
+      await Promise.all(
+        Array.from({ length: 16 }, async () => {
+          while (next < 4500) await client.call('jobs.submit', { spec: spec(next++) }, { timeoutMs: 30_000 });
+        }),
+      );
+    } finally {
+      await client.close();
+    }
+    const peer = ['--peer', node.addr, '--cluster-key', c.clusterKey];
+    const r = await runCli([...peer, 'jobs', '--limit', '10000', '--json'], { timeoutMs: 120_000 });
+    assert.equal(r.code, 0, describeResult(r));
+    const jobs = JSON.parse(r.stdout) as { jobId: string; name: string }[];
+    assert.equal(jobs.length, before + 4500);
+    assert.equal(new Set(jobs.map((j) => j.jobId)).size, jobs.length, 'no job twice across pages');
+    const ours = jobs.slice(before).map((j) => j.name.slice(0, 5));
+    assert.deepEqual(
+      [...ours].sort(),
+      Array.from({ length: 4500 }, (_, i) => String(i).padStart(5, '0')),
+      'every job submitted, and no older one among them',
+    );
+    // The newest three, as one small page, are the end of the long list: the pages join in order.
+    const last = await runCli([...peer, 'jobs', '--limit', '3', '--json']);
+    assert.deepEqual(
+      JSON.parse(last.stdout).map((j: { jobId: string }) => j.jobId),
+      jobs.slice(-3).map((j) => j.jobId),
+    );
   });
 
   it('a second Ctrl-C stops waiting at once', async () => {

@@ -30,6 +30,7 @@ import type {
   TaskRecord,
   TaskRunSpec,
 } from '../jobs/state-machine.ts';
+import { STATE_LIMITS } from '../jobs/state-machine.ts';
 import type { SchedulerNode } from '../jobs/types.ts';
 import type { MeshNode } from '../node/mesh-node.ts';
 import { RpcFailure } from '../node/rpc-registry.ts';
@@ -88,11 +89,11 @@ const FOLLOW_WAIT_MAX_MS = 24 * 3600_000;
 const FOLLOW_WAIT_POLL_MS = 100;
 const TERMINAL_TASK_STATES: ReadonlySet<string> = new Set(['succeeded', 'failed', 'cancelled']);
 /**
- * Bytes of task views (as JSON, which is larger than their CBOR) one jobs.get or jobs.wait reply carries at
- * most, so a 10,000-task job with long output tails still fits a control message (4 MiB); the caller pages on
- * with `taskFrom: nextTaskFrom`.
+ * Bytes of views (as JSON, which is larger than their CBOR) one jobs.get, jobs.wait or jobs.list reply carries
+ * at most, so a 10,000-task job with long output tails, or 10,000 jobs with long names, still fit a control
+ * message (4 MiB); the caller pages on (`taskFrom: nextTaskFrom`, `skip: nextSkip`).
  */
-export const TASK_PAGE_MAX_BYTES = 2 * 1024 * 1024;
+export const PAGE_MAX_BYTES = 2 * 1024 * 1024;
 /** Which of a job's tasks a jobs.get or jobs.wait reply lists, from which index, and how many at most. */
 const TaskPageParams = {
   taskFrom: z.number().int().min(0).max(JOB_LIMITS.maxTasksPerJob).default(0),
@@ -903,11 +904,37 @@ export class JobsService {
         .object({
           state: z.enum(['queued', 'running', 'succeeded', 'failed', 'cancelled']).optional(),
           limit: z.number().int().min(1).max(10_000).default(100),
+          /** Leave out this many of the newest matching jobs (the pages already read). */
+          skip: z
+            .number()
+            .int()
+            .min(0)
+            .max(STATE_LIMITS.maxActiveJobs + STATE_LIMITS.maxRetainedFinishedJobs)
+            .default(0),
         })
         .strict(),
-      async ({ state, limit }) => {
+      async ({ state, limit, skip }) => {
         await this.#o.commands.readBarrier().catch(() => {});
-        return m.jobs({ ...(state ? { state } : {}), limit }).map((j) => this.#jobView(j.id, null));
+        // The newest `limit` after the `skip` newest, oldest first, as many as PAGE_MAX_BYTES allows (the
+        // newest of them first); nextSkip says where the next page starts when some were left out.
+        const newestFirst = m
+          .jobs({ ...(state ? { state } : {}), limit: skip + limit })
+          .reverse()
+          .slice(skip);
+        const jobs: Record<string, unknown>[] = [];
+        let bytes = 0;
+        let nextSkip: number | null = null;
+        for (const j of newestFirst) {
+          const view = this.#jobView(j.id, null)!;
+          const size = Buffer.byteLength(JSON.stringify(view));
+          if (jobs.length > 0 && bytes + size > PAGE_MAX_BYTES) {
+            nextSkip = skip + jobs.length;
+            break;
+          }
+          jobs.push(view);
+          bytes += size;
+        }
+        return { jobs: jobs.reverse(), nextSkip };
       },
     );
 
@@ -1159,7 +1186,7 @@ export class JobsService {
 
   /**
    * A job's public view; with `page`, one page of its tasks (in index order from `page.taskFrom`, at most
-   * `taskLimit` of them and TASK_PAGE_MAX_BYTES, the first one always) and `nextTaskFrom`, the index to ask
+   * `taskLimit` of them and PAGE_MAX_BYTES, the first one always) and `nextTaskFrom`, the index to ask
    * for next, or null when none is left.
    */
   #jobView(jobId: string, page: TaskPage | null): Record<string, unknown> | null {
@@ -1189,7 +1216,7 @@ export class JobsService {
       if (page.taskFilter === 'unsuccessful' && t.state === 'succeeded') continue;
       const view = this.#taskView(t);
       const size = Buffer.byteLength(JSON.stringify(view));
-      if (tasks.length >= page.taskLimit || (tasks.length > 0 && bytes + size > TASK_PAGE_MAX_BYTES)) {
+      if (tasks.length >= page.taskLimit || (tasks.length > 0 && bytes + size > PAGE_MAX_BYTES)) {
         nextTaskFrom = t.index;
         break;
       }

@@ -133,6 +133,24 @@ export function statusSummary(job: JobView): string {
   return `${head}\n${taskTable(shown)}${more}`;
 }
 
+/** The newest `limit` jobs (in `state`), oldest first, fetched page by page (at most ~2 MiB a reply). */
+async function listJobs(client: NodeClient, state: string | undefined, limit: number): Promise<JobView[]> {
+  let jobs: JobView[] = [];
+  let skip = 0;
+  // Bounded: every page holds at least one job.
+  for (let pages = 0; pages < 10_000 && jobs.length < limit; pages++) {
+    const page = (await client.call('jobs.list', {
+      ...(state ? { state } : {}),
+      limit: limit - jobs.length,
+      skip,
+    })) as { jobs: JobView[]; nextSkip: number | null };
+    jobs = [...page.jobs, ...jobs];
+    if (page.nextSkip === null) break;
+    skip = page.nextSkip;
+  }
+  return jobs;
+}
+
 /** A job with all its tasks, fetched page by page (a node's reply carries at most ~2 MiB of them). */
 async function getJob(client: NodeClient, jobId: string): Promise<JobView> {
   const first = (await client.call('jobs.get', { jobId })) as JobView;
@@ -519,10 +537,7 @@ export function installJobCommands(program: Command, helpers: CliHelpers): void 
     .option('--limit <n>', 'at most this many (newest first)', '100')
     .action(async (o, cmd: Command) => {
       await helpers.withClient(cmd, async (client, opts) => {
-        const jobs = (await client.call('jobs.list', {
-          ...(o.state ? { state: o.state } : {}),
-          limit: Number(o.limit),
-        })) as JobView[];
+        const jobs = await listJobs(client, o.state, Number(o.limit));
         helpers.print(opts, jobs, () => jobsTable(jobs));
       });
     });
