@@ -455,7 +455,7 @@ export function installJobCommands(program: Command, helpers: CliHelpers): void 
         const last = job.tasks?.[0];
         if (followed > 0 && last && last.attempt > followed && !opts.json) {
           // The live stream showed the first attempt; the one that decided the result ran later: its output
-          // as the log keeps it (the last 64 KiB of each stream).
+          // as the log keeps it (the last 16 Ki characters of each stream).
           process.stderr.write(`meshrun: output of attempt ${last.attempt}, the last:\n`);
           process.stdout.write(last.stdoutTail ?? '');
           process.stderr.write(last.stderrTail ?? '');
