@@ -23,9 +23,10 @@ import { wasmOf } from './lib/wasm.ts';
 const skip = requireDocker();
 const HELLO_WAT = new URL('../../core/src/executors/testdata/hello.wat', import.meta.url);
 
-/** `meshrun run` in its own process, its output collected as it comes. */
-function startRun(dataDir: string, args: string[]) {
-  const child = spawn(NODE_BIN, [MESHRUN_CLI, '--data-dir', dataDir, 'run', ...args], {
+/** `meshrun run … TEST_IMAGE -- sh -c SCRIPT` in its own process, its output collected as it comes. */
+function startRun(dataDir: string, script: string) {
+  const args = ['run', '--memory', '16M', TEST_IMAGE, '--', 'sh', '-c', script];
+  const child = spawn(NODE_BIN, [MESHRUN_CLI, '--data-dir', dataDir, ...args], {
     env: childEnv(),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -65,7 +66,7 @@ describe('meshrun run in a terminal', { skip }, () => {
   it('Ctrl-C cancels the job, stops its container, and exits 130 once it has ended', async () => {
     const node = c.nodes[0]!;
     const script = 'echo started; sleep 60; echo never';
-    const run = startRun(node.dataDir, ['--memory', '16M', TEST_IMAGE, '--', 'sh', '-c', script]);
+    const run = startRun(node.dataDir, script);
     try {
       await waitFor(() => run.out.stdout.includes('started'), {
         timeoutMs: 30_000,
@@ -158,15 +159,7 @@ describe('meshrun run in a terminal', { skip }, () => {
 
   it('a second Ctrl-C stops waiting at once', async () => {
     const node = c.nodes[0]!;
-    const run = startRun(node.dataDir, [
-      '--memory',
-      '16M',
-      TEST_IMAGE,
-      '--',
-      'sh',
-      '-c',
-      'echo up; sleep 60',
-    ]);
+    const run = startRun(node.dataDir, 'echo up; sleep 60');
     try {
       await waitFor(() => run.out.stdout.includes('up'), {
         timeoutMs: 30_000,
