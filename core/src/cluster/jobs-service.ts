@@ -30,7 +30,7 @@ import type {
   TaskRecord,
   TaskRunSpec,
 } from '../jobs/state-machine.ts';
-import { STATE_LIMITS } from '../jobs/state-machine.ts';
+import { isTerminal, STATE_LIMITS } from '../jobs/state-machine.ts';
 import type { SchedulerNode } from '../jobs/types.ts';
 import type { MeshNode } from '../node/mesh-node.ts';
 import { RpcFailure } from '../node/rpc-registry.ts';
@@ -87,13 +87,33 @@ const REQUEUE_PREFIX = 'requeue: ';
  */
 const FOLLOW_WAIT_MAX_MS = 24 * 3600_000;
 const FOLLOW_WAIT_POLL_MS = 100;
-const TERMINAL_TASK_STATES: ReadonlySet<string> = new Set(['succeeded', 'failed', 'cancelled']);
 /**
  * Bytes of views (as JSON, which is larger than their CBOR) one jobs.get, jobs.wait or jobs.list reply carries
  * at most, so a 10,000-task job with long output tails, or 10,000 jobs with long names, still fit a control
  * message (4 MiB); the caller pages on (`taskFrom: nextTaskFrom`, `skip: nextSkip`).
  */
 export const PAGE_MAX_BYTES = 2 * 1024 * 1024;
+/**
+ * The views of `items`, in order, until the next would pass `limit` views or PAGE_MAX_BYTES of JSON (the first
+ * is always taken); `stoppedAt`: the item not taken, or null when all were.
+ */
+function pageOf<T>(
+  items: Iterable<T>,
+  view: (item: T) => Record<string, unknown>,
+  limit = Number.POSITIVE_INFINITY,
+): { views: Record<string, unknown>[]; stoppedAt: T | null } {
+  const views: Record<string, unknown>[] = [];
+  let bytes = 0;
+  for (const item of items) {
+    const v = view(item);
+    const size = Buffer.byteLength(JSON.stringify(v));
+    if (views.length >= limit || (views.length > 0 && bytes + size > PAGE_MAX_BYTES))
+      return { views, stoppedAt: item };
+    views.push(v);
+    bytes += size;
+  }
+  return { views, stoppedAt: null };
+}
 /** Which of a job's tasks a jobs.get or jobs.wait reply lists, from which index, and how many at most. */
 const TaskPageParams = {
   taskFrom: z.number().int().min(0).max(JOB_LIMITS.maxTasksPerJob).default(0),
@@ -921,20 +941,8 @@ export class JobsService {
           .jobs({ ...(state ? { state } : {}), limit: skip + limit })
           .reverse()
           .slice(skip);
-        const jobs: Record<string, unknown>[] = [];
-        let bytes = 0;
-        let nextSkip: number | null = null;
-        for (const j of newestFirst) {
-          const view = this.#jobView(j.id, null)!;
-          const size = Buffer.byteLength(JSON.stringify(view));
-          if (jobs.length > 0 && bytes + size > PAGE_MAX_BYTES) {
-            nextSkip = skip + jobs.length;
-            break;
-          }
-          jobs.push(view);
-          bytes += size;
-        }
-        return { jobs: jobs.reverse(), nextSkip };
+        const { views, stoppedAt } = pageOf(newestFirst, (j) => this.#jobView(j.id, null)!);
+        return { jobs: views.reverse(), nextSkip: stoppedAt === null ? null : skip + views.length };
       },
     );
 
@@ -1125,7 +1133,7 @@ export class JobsService {
       task &&
       !task.nodeId &&
       task.attempts.length === 0 &&
-      !TERMINAL_TASK_STATES.has(task.state) &&
+      !isTerminal(task.state) &&
       !signal?.aborted &&
       Date.now() < waitUntil
     ) {
@@ -1209,21 +1217,12 @@ export class JobsService {
     };
     // How attempts ended, over all tasks: lets a reader check exactly-once without fetching every task.
     if (page === null) return { ...base, attemptOutcomes: j.attemptOutcomes };
-    const tasks: Record<string, unknown>[] = [];
-    let bytes = 0;
-    let nextTaskFrom: number | null = null;
-    for (const t of m.tasksOfJob(jobId).slice(page.taskFrom)) {
-      if (page.taskFilter === 'unsuccessful' && t.state === 'succeeded') continue;
-      const view = this.#taskView(t);
-      const size = Buffer.byteLength(JSON.stringify(view));
-      if (tasks.length >= page.taskLimit || (tasks.length > 0 && bytes + size > PAGE_MAX_BYTES)) {
-        nextTaskFrom = t.index;
-        break;
-      }
-      tasks.push(view);
-      bytes += size;
-    }
-    return { ...base, tasks, nextTaskFrom };
+    const listed = m
+      .tasksOfJob(jobId)
+      .slice(page.taskFrom)
+      .filter((t) => page.taskFilter === 'all' || t.state !== 'succeeded');
+    const { views, stoppedAt } = pageOf(listed, (t) => this.#taskView(t), page.taskLimit);
+    return { ...base, tasks: views, nextTaskFrom: stoppedAt?.index ?? null };
   }
 
   #taskView(t: Readonly<TaskRecord>): Record<string, unknown> {

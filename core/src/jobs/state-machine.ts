@@ -242,7 +242,8 @@ function fail(code: ApplyErrorCode, error: string): ApplyResult {
   return { ok: false, code, error, stale: code === 'STALE_ATTEMPT' };
 }
 
-function isTerminal(state: TaskState): boolean {
+/** Whether a task has ended for good (succeeded, failed or cancelled). */
+export function isTerminal(state: TaskState): boolean {
   return state === 'succeeded' || state === 'failed' || state === 'cancelled';
 }
 

@@ -279,19 +279,14 @@ async function noteRetry(client: NodeClient, jobId: string): Promise<number> {
     const job = (await client.call('jobs.get', { jobId })) as JobView;
     const task = job.tasks?.[0];
     if (!task || TERMINAL.has(task.state)) return 0;
-    const ended = task.attempts?.find((a) => a.attempt === task.attempt && a.outcome !== null);
-    const previous = task.attempts?.at(-2);
-    if (task.state === 'queued' && ended) {
+    // Queued again: its latest attempt ended. Already placed again: the one before the current ended.
+    const ended =
+      task.state === 'queued' ? task.attempts?.at(-1) : task.attempt > 1 ? task.attempts?.at(-2) : undefined;
+    if (ended && ended.outcome !== null) {
       process.stderr.write(
         `meshrun: attempt ${ended.attempt} ended (${ended.reason ?? ended.outcome}); the task runs again\n`,
       );
       return ended.attempt;
-    }
-    if (task.attempt > 1 && previous && previous.outcome !== null) {
-      process.stderr.write(
-        `meshrun: attempt ${previous.attempt} ended (${previous.reason ?? previous.outcome}); the task runs again\n`,
-      );
-      return previous.attempt;
     }
     await new Promise((r) => setTimeout(r, 100));
   }
