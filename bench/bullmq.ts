@@ -245,15 +245,10 @@ export async function benchMeshrunSide(): Promise<Record<string, unknown>> {
   const c = await newLoopbackCluster({ prefix: 'meshrun-bench-bullmq-' });
   const clients: P2pClient[] = [];
   try {
-    // The daemons inherit the environment: one node forms a one-voter cluster of its own.
-    const voters = process.env.MESHRUN_VOTERS;
-    if (MESH_NODES === 1) process.env.MESHRUN_VOTERS = '1';
-    try {
-      for (let i = 0; i < MESH_NODES; i++) await c.start(i, ['--max-concurrent', String(MESH_CONCURRENCY)]);
-    } finally {
-      if (voters === undefined) delete process.env.MESHRUN_VOTERS;
-      else process.env.MESHRUN_VOTERS = voters;
-    }
+    // One node forms a one-voter cluster of its own.
+    const env = MESH_NODES === 1 ? { MESHRUN_VOTERS: '1' } : {};
+    for (let i = 0; i < MESH_NODES; i++)
+      await c.start(i, ['--max-concurrent', String(MESH_CONCURRENCY)], env);
     if (profileDir) delete process.env.NODE_OPTIONS;
     for (const n of c.nodes) clients.push(await P2pClient.create(n.addr, c.clusterKey));
     await waitForCluster(c, clients[0]!);

@@ -45,14 +45,7 @@ describe('meshrun run in a terminal', { skip }, () => {
   let c: LoopbackCluster;
   before(async () => {
     c = await newLoopbackCluster({ prefix: 'meshrun-cli-run-' });
-    const voters = process.env.MESHRUN_VOTERS;
-    process.env.MESHRUN_VOTERS = '1';
-    try {
-      await c.start(0);
-    } finally {
-      if (voters === undefined) delete process.env.MESHRUN_VOTERS;
-      else process.env.MESHRUN_VOTERS = voters;
-    }
+    await c.start(0, [], { MESHRUN_VOTERS: '1' });
     await waitFor(
       async () => {
         const r = await c.nodes[0]!.cli(['cluster', '--json']);

@@ -32,17 +32,7 @@ describe('catching up from a snapshot', () => {
   let c: LoopbackCluster;
   before(async () => {
     c = await newLoopbackCluster({ prefix: 'meshrun-catch-up-' });
-    // The daemons inherit the environment.
-    const saved = Object.fromEntries(Object.keys(ENV).map((k) => [k, process.env[k]]));
-    Object.assign(process.env, ENV);
-    try {
-      for (const i of [0, 1, 2]) await c.start(i, ['--label', `slot=${i}`]);
-    } finally {
-      for (const [k, v] of Object.entries(saved)) {
-        if (v === undefined) delete process.env[k];
-        else process.env[k] = v;
-      }
-    }
+    for (const i of [0, 1, 2]) await c.start(i, ['--label', `slot=${i}`], ENV);
   });
   after(async () => c?.destroy());
 

@@ -110,7 +110,8 @@ export interface LoopbackCluster {
   dir: string;
   clusterKey: string;
   nodes: LoopbackNode[];
-  start(index: number, extraArgs?: string[]): Promise<LoopbackNode>;
+  /** Starts daemon `index` with these extra flags; `env` adds to (or, undefined, removes from) its environment. */
+  start(index: number, extraArgs?: string[], env?: Record<string, string | undefined>): Promise<LoopbackNode>;
   destroy(): Promise<void>;
 }
 
@@ -126,7 +127,7 @@ export async function newLoopbackCluster(opts: { prefix?: string } = {}): Promis
     dir,
     clusterKey,
     nodes,
-    async start(index, extraArgs = []) {
+    async start(index, extraArgs = [], env = {}) {
       const dataDir = join(dir, `node${index}`);
       const log = new CappedLog(join(dir, `node${index}.log`), NODE_LOG_CAP_BYTES);
       const bootstrap = nodes
@@ -148,7 +149,7 @@ export async function newLoopbackCluster(opts: { prefix?: string } = {}): Promis
         ...extraArgs,
       ];
       const proc = spawn(NODE_BIN, args, {
-        env: childEnv(),
+        env: childEnv(env),
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let stderr = '';
