@@ -311,6 +311,17 @@ export function countedAttempts(task: { attempts: readonly { outcome: string | n
   return n;
 }
 
+/**
+ * Whether a task may be attempted once more: fewer counted attempts than the job's `retry.maxAttempts`, and
+ * fewer than JOB_LIMITS.maxAttempts in all. The one rule for both placing a task and re-queueing it.
+ */
+function hasAttemptsLeft(
+  spec: JobSpec,
+  task: { attempt: number; attempts: readonly { outcome: string | null }[] },
+): boolean {
+  return countedAttempts(task) < spec.retry.maxAttempts && task.attempt < JOB_LIMITS.maxAttempts;
+}
+
 /** Retry delay after a task's `failures`-th counted attempt (see countedAttempts): `backoffMs` doubling, capped. */
 export function retryDelayMs(spec: JobSpec, failures: number): number {
   const base = spec.retry.backoffMs;
@@ -512,7 +523,8 @@ export class JobStateMachine {
         `assign carries attempt ${cmd.attempt}, the next attempt is ${task.attempt + 1}`,
       );
     }
-    if (countedAttempts(task) >= job.spec.retry.maxAttempts || cmd.attempt > JOB_LIMITS.maxAttempts) {
+    // (cmd.attempt is task.attempt + 1, checked above.)
+    if (!hasAttemptsLeft(job.spec, task)) {
       return fail(
         'ILLEGAL_TRANSITION',
         `task ${task.id} has used all its attempts (${job.spec.retry.maxAttempts}, at most ${JOB_LIMITS.maxAttempts} counting lost ones)`,
@@ -826,10 +838,9 @@ export class JobStateMachine {
    * A failure waits its backoff first; a lost attempt goes back at once (the task did nothing wrong).
    */
   private retryOrFail(job: JobRecord, task: TaskRecord, at: number): JobEffect[] {
-    const counted = countedAttempts(task);
-    if (counted < job.spec.retry.maxAttempts && task.attempt < JOB_LIMITS.maxAttempts) {
+    if (hasAttemptsLeft(job.spec, task)) {
       const lost = this.currentAttempt(task).outcome === 'lost';
-      task.notBefore = lost ? at : at + retryDelayMs(job.spec, counted);
+      task.notBefore = lost ? at : at + retryDelayMs(job.spec, countedAttempts(task));
       this.setState(job, task, 'queued', at);
       return [{ type: 'taskRequeued', taskId: task.id, notBefore: task.notBefore }];
     }
