@@ -1,9 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
+import { z } from 'zod';
 import { decode, encode, ProtocolError } from './codec.ts';
 import {
   expandTasks,
+  expandTasksFinished,
+  foldableFinish,
+  foldFinished,
   formatJobId,
   JOB_LIMITS,
   JobCommandSchema,
@@ -14,6 +18,7 @@ import {
   utf8ByteLength,
   validateJobCommand,
   validateJobSpec,
+  validateTasksFinished,
 } from './job.ts';
 
 const GiB = 1024 ** 3;
@@ -354,6 +359,63 @@ describe('job commands', () => {
           assert.ok(err instanceof ProtocolError);
         }
       }),
+      { numRuns: 300 },
+    );
+  });
+});
+
+describe('folded finish reports (tasksFinished)', () => {
+  const jobId = 'j0000000001-00000000000000aa';
+  const plain = {
+    type: 'taskFinished' as const,
+    taskId: taskIdOf(jobId, 7),
+    attempt: 2,
+    outcome: 'succeeded' as const,
+    exitCode: 0,
+    usage: { wallMs: 3, cpuMs: 0.25, maxMemoryBytes: 65536 },
+    at: 1_700_000_000_000,
+  };
+
+  it('folds only plain successes, and expands back to what validation of each report gives', () => {
+    assert.deepEqual(foldableFinish(plain), { jobId, index: 7 });
+    for (const not of [
+      { ...plain, exitCode: 1 },
+      { ...plain, outcome: 'failed' as const },
+      { ...plain, reason: 'why' },
+      { ...plain, stdoutTail: 'x' },
+      { ...plain, stderrTail: 'x' },
+      { ...plain, usage: { wallMs: 3 } },
+      { ...plain, taskId: `${jobId}/${JOB_LIMITS.maxTasksPerJob}` },
+    ])
+      assert.equal(foldableFinish(not), null, JSON.stringify(not));
+    assert.equal(foldableFinish({ type: 'taskStarted', taskId: plain.taskId, attempt: 1, at: 1 }), null);
+    const reports = [
+      plain,
+      { ...plain, taskId: taskIdOf(jobId, 0), startedAt: plain.at - 5, takeNext: true },
+      { ...plain, taskId: taskIdOf(jobId, 9), takeNext: JOB_LIMITS.maxTakeNext },
+    ];
+    const folded = validateTasksFinished(decode(z.any(), encode(foldFinished(jobId, reports))));
+    assert.deepEqual(
+      expandTasksFinished(folded),
+      reports.map((r) => validateJobCommand(r)),
+    );
+  });
+
+  it('never throws anything but ProtocolError on garbage or mutated folded reports', () => {
+    const good = foldFinished(jobId, [plain, { ...plain, taskId: taskIdOf(jobId, 8) }]);
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...Object.keys(good)),
+        fc.anything({ withTypedArray: true, withBigInt: true }),
+        (key, value) => {
+          try {
+            const c = validateTasksFinished({ ...good, [key]: value });
+            assert.equal(expandTasksFinished(c).length, c.index.length);
+          } catch (err) {
+            assert.ok(err instanceof ProtocolError);
+          }
+        },
+      ),
       { numRuns: 300 },
     );
   });

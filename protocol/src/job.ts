@@ -573,6 +573,8 @@ export type SubmitJobCommand = z.output<typeof SubmitJobCommandSchema>;
 export type AssignCommand = z.output<typeof AssignCommandSchema>;
 export type TaskStartedCommand = z.output<typeof TaskStartedCommandSchema>;
 export type TaskFinishedCommand = z.output<typeof TaskFinishedCommandSchema>;
+/** A taskFinished as a proposer builds it: defaults optional. */
+export type TaskFinishedInput = z.input<typeof TaskFinishedCommandSchema>;
 export type RequeueCommand = z.output<typeof RequeueCommandSchema>;
 export type CancelJobCommand = z.output<typeof CancelJobCommandSchema>;
 export type SetNodeModeCommand = z.output<typeof SetNodeModeCommandSchema>;
@@ -584,4 +586,132 @@ export type JobCommandInput = z.input<typeof JobCommandSchema>;
 /** Validate a command from the log or the network. Throws `ProtocolError`. */
 export function validateJobCommand(raw: unknown): JobCommand {
   return validate(JobCommandSchema, raw);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Folded finish reports: many plain successes of one job in one compact command
+
+/** Plain successes one `tasksFinished` command carries at most. */
+export const MAX_FOLDED_REPORTS = 1000;
+
+const MsSchema = z.number().nonnegative().max(Number.MAX_SAFE_INTEGER);
+const TakeNextCountSchema = z.number().int().min(0).max(JOB_LIMITS.maxTakeNext);
+
+/**
+ * The reports of runs of one job that succeeded plainly (exit 0, no output, no reason), as columns: item `i`
+ * is task `jobId/index[i]` at attempt `attempt[i]`, and so on. It stands for the taskFinished commands
+ * `expandTasksFinished` rebuilds, applied in that order as if each were its own. It exists for cost alone: a
+ * node finishing thousands of short tasks a second sent one 13-field map per task, and every node decoded
+ * and validated each one; columns of numbers cost a fraction of that. Only inside a batch entry (see
+ * core/src/cluster/command-batcher.ts): like the reports it stands for, it is fenced by attempt numbers.
+ */
+export const TasksFinishedCommandSchema = z
+  .strictObject({
+    type: z.literal('tasksFinished'),
+    jobId: JobIdSchema,
+    index: z
+      .array(
+        z
+          .number()
+          .int()
+          .min(0)
+          .max(JOB_LIMITS.maxTasksPerJob - 1),
+      )
+      .min(1)
+      .max(MAX_FOLDED_REPORTS),
+    attempt: z.array(AttemptSchema).max(MAX_FOLDED_REPORTS),
+    /** The run's start when the report carries it (its taskStarted was folded in), else null. */
+    startedAt: z.array(TimestampSchema.nullable()).max(MAX_FOLDED_REPORTS),
+    at: z.array(TimestampSchema).max(MAX_FOLDED_REPORTS),
+    wallMs: z.array(MsSchema).max(MAX_FOLDED_REPORTS),
+    cpuMs: z.array(MsSchema).max(MAX_FOLDED_REPORTS),
+    maxMemoryBytes: z
+      .array(z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER))
+      .max(MAX_FOLDED_REPORTS),
+    /** takeNext of each report: 0 when it asked for none. */
+    takeNext: z.array(TakeNextCountSchema).max(MAX_FOLDED_REPORTS),
+  })
+  .refine(
+    (c) =>
+      [c.attempt, c.startedAt, c.at, c.wallMs, c.cpuMs, c.maxMemoryBytes, c.takeNext].every(
+        (column) => column.length === c.index.length,
+      ),
+    'every column must have one value per task',
+  );
+export type TasksFinishedCommand = z.output<typeof TasksFinishedCommandSchema>;
+
+/** Validates a folded report from the log. Throws `ProtocolError`. */
+export function validateTasksFinished(raw: unknown): TasksFinishedCommand {
+  return validate(TasksFinishedCommandSchema, raw);
+}
+
+/**
+ * The job and index of a finish report that a `tasksFinished` command can carry without losing anything: it
+ * succeeded with exit code 0, no reason and no output, and has the usage every executor reports. Null for
+ * any other report, which then travels as it is.
+ */
+export function foldableFinish(cmd: JobCommandInput): { jobId: string; index: number } | null {
+  if (cmd.type !== 'taskFinished' || cmd.outcome !== 'succeeded' || cmd.exitCode !== 0) return null;
+  if ((cmd.reason ?? null) !== null || (cmd.stdoutTail ?? '') !== '' || (cmd.stderrTail ?? '') !== '')
+    return null;
+  const u = cmd.usage;
+  if (!u || typeof u.wallMs !== 'number' || typeof u.cpuMs !== 'number') return null;
+  if (typeof u.maxMemoryBytes !== 'number') return null;
+  const id = parseTaskId(cmd.taskId);
+  if (!id || id.index >= JOB_LIMITS.maxTasksPerJob) return null;
+  return id;
+}
+
+/**
+ * Folds finish reports that `foldableFinish` accepted, all of job `jobId`, in order, into one command. The
+ * caller keeps at most MAX_FOLDED_REPORTS per command.
+ */
+export function foldFinished(jobId: string, reports: readonly TaskFinishedInput[]): TasksFinishedCommand {
+  const c: TasksFinishedCommand = {
+    type: 'tasksFinished',
+    jobId,
+    index: [],
+    attempt: [],
+    startedAt: [],
+    at: [],
+    wallMs: [],
+    cpuMs: [],
+    maxMemoryBytes: [],
+    takeNext: [],
+  };
+  for (const r of reports) {
+    c.index.push(parseTaskId(r.taskId)!.index);
+    c.attempt.push(r.attempt);
+    c.startedAt.push(r.startedAt ?? null);
+    c.at.push(r.at);
+    c.wallMs.push(r.usage!.wallMs!);
+    c.cpuMs.push(r.usage!.cpuMs!);
+    c.maxMemoryBytes.push(r.usage!.maxMemoryBytes!);
+    c.takeNext.push(r.takeNext === true ? 1 : r.takeNext || 0);
+  }
+  return c;
+}
+
+/** The taskFinished commands a folded report stands for, in order, as validation would have filled them in. */
+export function expandTasksFinished(c: TasksFinishedCommand): TaskFinishedCommand[] {
+  const out: TaskFinishedCommand[] = [];
+  for (let i = 0; i < c.index.length; i++) {
+    const startedAt = c.startedAt[i];
+    const takeNext = c.takeNext[i]!;
+    out.push({
+      type: 'taskFinished',
+      taskId: `${c.jobId}/${c.index[i]}`,
+      attempt: c.attempt[i]!,
+      outcome: 'succeeded',
+      exitCode: 0,
+      reason: null,
+      stdoutTail: '',
+      stderrTail: '',
+      usage: { wallMs: c.wallMs[i]!, cpuMs: c.cpuMs[i]!, maxMemoryBytes: c.maxMemoryBytes[i]! },
+      ...(startedAt === null || startedAt === undefined ? {} : { startedAt }),
+      ...(takeNext > 0 ? { takeNext: takeNext === 1 ? true : takeNext } : {}),
+      at: c.at[i]!,
+    });
+  }
+  return out;
 }

@@ -11,9 +11,11 @@ import {
   decode,
   decodeUnchecked,
   encode,
+  expandTasksFinished,
   type JobCommandInput,
   JobCommandSchema,
   RPC_ERRORS,
+  TasksFinishedCommandSchema,
   validateJobSpec,
 } from '@meshrun/protocol';
 import type { Level } from 'level';
@@ -234,9 +236,33 @@ export class JobLogStateMachine {
         results.push(refuse('INVALID', (err as Error).message));
         continue;
       }
+      if ((cmdRaw as { type?: unknown } | null)?.type === 'tasksFinished') {
+        results.push(...this.#applyFolded(cmdRaw, BATCH_LIMITS.maxCommands - results.length));
+        continue;
+      }
       results.push(this.#applyCommand(cmdRaw, { kind: 'plain' }, true));
     }
     return { ok: true, batch: results };
+  }
+
+  /**
+   * A folded report (protocol/src/job.ts, tasksFinished): its taskFinished commands, applied in order as if
+   * each were its own batched command, with one result each; validated once, as columns. A malformed one
+   * answers once, as any malformed command does. Refused whole when it would take the batch past
+   * `room` commands (the proposer never folds more than a batch holds).
+   */
+  #applyFolded(raw: unknown, room: number): ApplyResult[] {
+    const parsed = TasksFinishedCommandSchema.safeParse(raw);
+    if (!parsed.success) return [refuse('INVALID', parsed.error.issues[0]?.message ?? 'invalid command')];
+    if (parsed.data.index.length > room)
+      return [refuse('INVALID', `a batch carries at most ${BATCH_LIMITS.maxCommands} commands`)];
+    const results: ApplyResult[] = [];
+    for (const cmd of expandTasksFinished(parsed.data)) {
+      const result = this.machine.applyValid(cmd);
+      this.applied.emit('applied', cmd, result);
+      results.push(result);
+    }
+    return results;
   }
 
   /** The trusted submitter keys (replicated). */
@@ -369,12 +395,12 @@ export class ClusterService implements CommandLog {
   #lastRejoinAt = 0;
   /** Node-generated job commands go into the log in groups (see command-batcher.ts). */
   readonly #batcher = new CommandBatcher<ApplyResult>(
-    async (encoded, timeoutMs) => {
+    async (encoded, timeoutMs, commands) => {
       const { result } = await this.#o.driver.propose(encode({ batch: encoded }), { timeoutMs });
       const r = result as ApplyResult | { ok: true; batch: ApplyResult[] };
       if ('batch' in r) return r.batch;
       // The entry as a whole was refused (cannot happen with a well-formed batch): every command gets that answer.
-      return encoded.map(() => r as ApplyResult);
+      return Array.from({ length: commands }, () => r as ApplyResult);
     },
     undefined,
     START_REPORT_HOLD_MS,

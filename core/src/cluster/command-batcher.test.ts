@@ -2,7 +2,16 @@
 // state machine's apply of a batch entry (the same code every node runs).
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { decode, encode, taskIdOf, validateJobSpec } from '@meshrun/protocol';
+import {
+  decode,
+  encode,
+  expandTasksFinished,
+  foldFinished,
+  type TaskFinishedInput,
+  taskIdOf,
+  validateJobSpec,
+  validateTasksFinished,
+} from '@meshrun/protocol';
 import { z } from 'zod';
 import { JobStateMachine } from '../jobs/state-machine.ts';
 import { JobLogStateMachine } from './cluster-service.ts';
@@ -196,5 +205,149 @@ describe('CommandBatcher holding starts back', () => {
     assert.ok(performance.now() - t0 >= 95, 'the unfinished start went out only after the hold');
     assert.deepEqual(proposed, [['taskFinished:0:100'], ['taskStarted:1:-']]);
     clearInterval(keepAlive);
+  });
+});
+
+describe('CommandBatcher folding plain successes', () => {
+  const jobA = 'j0000000001-00000000000000aa';
+  const jobB = 'j0000000002-00000000000000bb';
+  const ok = (jobId: string, i: number, extra: Record<string, unknown> = {}) => ({
+    type: 'taskFinished',
+    taskId: taskIdOf(jobId, i),
+    attempt: 1,
+    outcome: 'succeeded',
+    exitCode: 0,
+    usage: { wallMs: 1, cpuMs: 0.5, maxMemoryBytes: 65536 },
+    takeNext: true,
+    at: 1000 + i,
+    ...extra,
+  });
+
+  it("folds each job's plain successes into one command where the first was; every caller gets its own answer", async () => {
+    const proposed: { type: string; taskId?: string; jobId?: string; index?: number[] }[][] = [];
+    let release: (() => void) | null = null;
+    const batcher = new CommandBatcher<string>(async (encoded, _timeoutMs, commands) => {
+      const cmds = encoded.map((b) => decode(z.any(), b));
+      proposed.push(cmds);
+      if (proposed.length === 1) await new Promise<void>((r) => (release = r));
+      // What the apply side answers: one result per command a folded report stands for.
+      const answers = cmds.flatMap((c) =>
+        c.type === 'tasksFinished'
+          ? expandTasksFinished(validateTasksFinished(c)).map((f) => `folded:${f.taskId}`)
+          : [`${c.type}:${c.taskId}`],
+      );
+      assert.equal(answers.length, commands);
+      return answers;
+    });
+    const first = batcher.submit(ok(jobA, 0));
+    await new Promise((r) => setImmediate(r));
+    const calls = [
+      batcher.submit(ok(jobA, 1)),
+      batcher.submit(ok(jobB, 0, { takeNext: 3 })),
+      batcher.submit(ok(jobA, 2, { exitCode: 1, outcome: 'failed' })), // not plain: travels as it is
+      batcher.submit(ok(jobA, 3, { stdoutTail: 'hi' })), // has output: travels as it is
+      batcher.submit(ok(jobA, 4, { startedAt: 990 })),
+      batcher.submit({ type: 'requeue', taskId: taskIdOf(jobB, 1), attempt: 1, reason: 'x', at: 1 }),
+      batcher.submit(ok(jobB, 2)),
+    ];
+    release!();
+    assert.equal(await first, `folded:${taskIdOf(jobA, 0)}`);
+    assert.deepEqual(await Promise.all(calls), [
+      `folded:${taskIdOf(jobA, 1)}`,
+      `folded:${taskIdOf(jobB, 0)}`,
+      `taskFinished:${taskIdOf(jobA, 2)}`,
+      `taskFinished:${taskIdOf(jobA, 3)}`,
+      `folded:${taskIdOf(jobA, 4)}`,
+      `requeue:${taskIdOf(jobB, 1)}`,
+      `folded:${taskIdOf(jobB, 2)}`,
+    ]);
+    assert.deepEqual(
+      proposed[1]!.map((c) => (c.type === 'tasksFinished' ? `${c.jobId!.slice(-2)}[${c.index}]` : c.type)),
+      ['aa[1,4]', 'bb[0,2]', 'taskFinished', 'taskFinished', 'requeue'],
+    );
+    const foldedA = validateTasksFinished(proposed[1]![0]);
+    assert.deepEqual(foldedA.startedAt, [null, 990]);
+    assert.deepEqual(validateTasksFinished(proposed[1]![1]).takeNext, [3, 1]);
+    assert.deepEqual(batcher.stats, { batches: 2, commands: 8 });
+  });
+
+  it('a folded report applies exactly as the reports it stands for, on every node', () => {
+    const spec = validateJobSpec({
+      name: 'f',
+      executor: 'wasm',
+      wasm: { bytes: new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0]) },
+      command: [],
+      resources: { cpus: 0.01, memoryBytes: 16 * 1024 * 1024 },
+      count: 40,
+    });
+    const at = 1_700_000_000_000;
+    const setUp = () => {
+      const sm = new JobLogStateMachine(new JobStateMachine());
+      assert.equal(
+        sm.apply(encode({ type: 'submitJob', jobId: jobA, spec, submitter: 'peer:x', at })).ok,
+        true,
+      );
+      const assigns = Array.from({ length: 10 }, (_, i) =>
+        encode({ type: 'assign', taskId: taskIdOf(jobA, i), nodeId: 'node-a', attempt: 1, at }),
+      );
+      assert.equal(sm.apply(encode({ batch: assigns })).ok, true);
+      const seen: string[] = [];
+      sm.applied.on('applied', (cmd: { type: string; taskId: string }, r: { ok: boolean }) =>
+        seen.push(`${cmd.type}:${cmd.taskId}:${r.ok}`),
+      );
+      return { sm, seen };
+    };
+    const reports = [
+      ok(jobA, 0, { takeNext: 4, startedAt: at + 1, at: at + 2 }),
+      ok(jobA, 1, { at: at + 3 }),
+      ok(jobA, 1, { at: at + 4 }), // twice: the second is stale
+      ok(jobA, 7, { attempt: 2 }), // not the live attempt
+      ok(jobA, 30), // never assigned
+      ok(jobA, 2, { takeNext: 8 }),
+    ];
+    const plain = setUp();
+    const one = plain.sm.apply(encode({ batch: reports.map((r) => encode(r)) })) as {
+      batch: { ok: boolean }[];
+    };
+    const folded = setUp();
+    const fold = foldFinished(jobA, reports as TaskFinishedInput[]);
+    const other = folded.sm.apply(encode({ batch: [encode(fold)] })) as { batch: { ok: boolean }[] };
+    assert.deepEqual(other.batch, one.batch, 'the same answer for each report');
+    assert.deepEqual(
+      one.batch.map((r) => r.ok),
+      [true, true, false, false, false, true],
+    );
+    assert.deepEqual(folded.seen, plain.seen, 'the same applied events, in the same order');
+    assert.deepEqual(
+      Buffer.from(folded.sm.machine.snapshot()),
+      Buffer.from(plain.sm.machine.snapshot()),
+      'the same state',
+    );
+    assert.ok(folded.sm.machine.tasksOnNode('node-a').length > 7, 'takeNext granted more tasks');
+    // Malformed folded reports answer once, INVALID, and change nothing.
+    const before = Buffer.from(folded.sm.machine.snapshot());
+    for (const bad of [
+      { ...fold, attempt: fold.attempt.slice(1) }, // a short column
+      { ...fold, index: [] },
+      { ...fold, takeNext: fold.takeNext.map(() => 99) },
+      { ...fold, extra: 1 },
+    ]) {
+      const r = folded.sm.apply(encode({ batch: [encode(bad)] })) as {
+        batch: { ok: boolean; code?: string }[];
+      };
+      assert.deepEqual(
+        r.batch.map((x) => [x.ok, x.code]),
+        [[false, 'INVALID']],
+      );
+    }
+    assert.deepEqual(Buffer.from(folded.sm.machine.snapshot()), before);
+    // More reports than a batch may carry: refused whole.
+    const huge = foldFinished(
+      jobA,
+      Array.from({ length: 10 }, (_, i) => ok(jobA, i + 10)) as TaskFinishedInput[],
+    );
+    const many = Array.from({ length: BATCH_LIMITS.maxCommands / 10 }, () => encode(huge));
+    const r = folded.sm.apply(encode({ batch: [...many, encode(huge)] })) as { batch: { ok: boolean }[] };
+    assert.equal(r.batch.at(-1)!.ok, false);
   });
 });

@@ -5,9 +5,21 @@
  * fsync share, append message, apply) is paid per batch instead of per command — with thousands of tasks
  * finishing per second that is most of the cost. Each caller still gets its own command's result.
  *
+ * Plain successes (exit 0, no output) of one job in a batch travel folded into one `tasksFinished` command of
+ * columns (see protocol/src/job.ts), placed where the first of them was; the apply side expands it back into
+ * its taskFinished commands, in order, with one result each. The reports a batch reorders that way are of
+ * different tasks (a task's start and end are never both in one batch: the end absorbs a queued start).
+ *
  * Submitter commands (submitJob, cancelJob) never go here: they carry a signature checked per entry.
  */
-import { encode } from '@meshrun/protocol';
+import {
+  encode,
+  foldableFinish,
+  foldFinished,
+  type JobCommandInput,
+  MAX_FOLDED_REPORTS,
+  type TaskFinishedInput,
+} from '@meshrun/protocol';
 
 /** Commands whose entry needs no origin: they are fenced by attempt numbers, not by who proposed them. */
 export const BATCHABLE_COMMANDS: ReadonlySet<string> = new Set([
@@ -24,8 +36,14 @@ export const BATCH_LIMITS = {
   maxBytes: 768 * 1024,
 } as const;
 
+/** Bytes a folded report adds to its batch, about (eight numbers in columns; used for the size bound). */
+const FOLDED_REPORT_BYTES = 48;
+
 interface Waiting<R> {
-  bytes: Uint8Array;
+  /** The encoded command, or null for a plain success that travels folded (see `folds`). */
+  bytes: Uint8Array | null;
+  /** A plain success: its job, and the report to fold. */
+  fold?: { jobId: string; report: TaskFinishedInput };
   resolve: (r: R) => void;
   reject: (e: Error) => void;
   /** A queued taskStarted, by `taskId/attempt`, so its taskFinished can absorb it. */
@@ -45,8 +63,11 @@ interface TaskReport {
   startedAt?: number;
 }
 
-/** `proposeBatch` replicates one entry and resolves with one result per encoded command, in order. */
-export type ProposeBatch<R> = (encoded: Uint8Array[], timeoutMs: number) => Promise<R[]>;
+/**
+ * `proposeBatch` replicates one entry of `encoded` commands and resolves with one result per command they
+ * stand for (`commands` in all: a folded report stands for several), in order.
+ */
+export type ProposeBatch<R> = (encoded: Uint8Array[], timeoutMs: number, commands: number) => Promise<R[]>;
 
 export class CommandBatcher<R> {
   readonly #propose: ProposeBatch<R>;
@@ -89,13 +110,20 @@ export class CommandBatcher<R> {
         cmd = { ...report, startedAt: absorbed.startedAt };
       }
     }
-    const bytes = encode(cmd);
+    const fold = foldableFinish(cmd as JobCommandInput);
+    const bytes = fold ? null : encode(cmd);
     const started =
       report.type === 'taskStarted'
         ? { startKey: `${report.taskId}/${report.attempt}`, startedAt: report.at }
         : {};
     return new Promise<R>((resolve, reject) => {
-      const w: Waiting<R> = { bytes, resolve, reject, ...started };
+      const w: Waiting<R> = {
+        bytes,
+        resolve,
+        reject,
+        ...started,
+        ...(fold ? { fold: { jobId: fold.jobId, report: cmd as TaskFinishedInput } } : {}),
+      };
       if (w.startKey) this.#queuedStarts.set(w.startKey, w);
       if (w.startKey && this.#startHoldMs > 0) {
         w.holdTimer = setTimeout(() => {
@@ -130,7 +158,7 @@ export class CommandBatcher<R> {
     for (; taken < this.#queue.length && batch.length < BATCH_LIMITS.maxCommands; taken++) {
       const w = this.#queue[taken]!;
       if (w.absorbed) continue;
-      const b = w.bytes.byteLength;
+      const b = w.bytes?.byteLength ?? FOLDED_REPORT_BYTES;
       if (batch.length > 0 && bytes + b > BATCH_LIMITS.maxBytes) break;
       bytes += b;
       batch.push(w);
@@ -138,16 +166,17 @@ export class CommandBatcher<R> {
     }
     this.#queue.splice(0, taken);
     if (batch.length === 0) return;
+    const { encoded, order } = foldBatch(batch);
     this.#inFlight = true;
     this.stats.batches += 1;
     this.stats.commands += batch.length;
-    this.#propose(
-      batch.map((w) => w.bytes),
-      this.#timeoutMs,
-    )
+    this.#propose(encoded, this.#timeoutMs, order.length)
       .then(
         (results) => {
-          for (let i = 0; i < batch.length; i++) batch[i]!.resolve(results[i] as R);
+          // Fewer results only if the apply side refused a folded report whole (malformed: not ours).
+          for (let i = 0; i < order.length; i++)
+            if (i < results.length) order[i]!.resolve(results[i] as R);
+            else order[i]!.reject(new Error('the log gave no result for this command'));
         },
         (err: Error) => {
           for (const w of batch) w.reject(err);
@@ -163,4 +192,47 @@ export class CommandBatcher<R> {
   get queued(): number {
     return this.#queue.filter((w) => !w.absorbed).length;
   }
+}
+
+/**
+ * The entry's commands: each plain success joins its job's folded report, which takes the place of the first
+ * of them (at most MAX_FOLDED_REPORTS each; batches are smaller). `order`: the waiting reports in the order
+ * the apply side answers them, a folded report's members in place of it.
+ */
+function foldBatch<R>(batch: Waiting<R>[]): { encoded: Uint8Array[]; order: Waiting<R>[] } {
+  const slots: (Waiting<R> | Waiting<R>[])[] = [];
+  const groups = new Map<string, Waiting<R>[]>();
+  for (const w of batch) {
+    if (!w.fold) {
+      slots.push(w);
+      continue;
+    }
+    let group = groups.get(w.fold.jobId);
+    if (!group || group.length >= MAX_FOLDED_REPORTS) {
+      group = [];
+      groups.set(w.fold.jobId, group);
+      slots.push(group);
+    }
+    group.push(w);
+  }
+  const encoded: Uint8Array[] = [];
+  const order: Waiting<R>[] = [];
+  for (const slot of slots) {
+    if (Array.isArray(slot)) {
+      const jobId = slot[0]!.fold!.jobId;
+      encoded.push(
+        encode(
+          foldFinished(
+            jobId,
+            slot.map((w) => w.fold!.report),
+          ),
+        ),
+      );
+      order.push(...slot);
+    } else {
+      encoded.push(slot.bytes!);
+      order.push(slot);
+    }
+  }
+  return { encoded, order };
 }
