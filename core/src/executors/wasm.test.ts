@@ -548,6 +548,85 @@ describe('WasmExecutor worker pool', { concurrency: 2 }, () => {
     assert.equal(ex.poolStats.created, 1, 'all in one worker');
   });
 
+  it('emits started once per task that started, before its output and its end, with the time the worker wrote', async (t) => {
+    // There is no 'started' message: a short task's start comes with its end, a long one's from the worker's
+    // shared slot (looked at every few ms). Both must keep the event contract.
+    const ex = new WasmExecutor();
+    t.after(() => ex.close());
+    const run = async (spec: TaskSpec, abortAfterMs?: number) => {
+      const rec = recorder();
+      const ac = new AbortController();
+      let endedAt = Number.NaN;
+      const result = ex.run(spec, {
+        policy: basePolicy,
+        signal: ac.signal,
+        onEvent: (e) => {
+          assert.ok(Number.isNaN(endedAt), `${e.type} event after run() resolved`);
+          rec.onEvent(e);
+        },
+      });
+      if (abortAfterMs !== undefined) setTimeout(() => ac.abort(), abortAfterMs);
+      const r = await result;
+      endedAt = Date.now();
+      const started = rec.events.filter((e) => e.type === 'started');
+      if (r.startedAt === undefined)
+        assert.deepEqual(rec.events, [], `${r.outcome}: never started, no events`);
+      else {
+        assert.equal(started.length, 1, `${r.outcome}: one started event`);
+        assert.equal(rec.events[0].type, 'started', 'before any output');
+        assert.equal(started[0].at, r.startedAt);
+        assert.ok(r.startedAt <= r.endedAt);
+      }
+      return { r, rec };
+    };
+    for (const [name, extra, outcome] of [
+      ['noop', {}, 'exited'],
+      ['hello', {}, 'exited'],
+      ['env-args', { stdin: Buffer.from('x\n') }, 'exited'],
+      ['trap', {}, 'error'],
+    ] as const) {
+      const { r, rec } = await run(wasmSpec(name, extra));
+      assert.equal(r.outcome, outcome, `${name}: ${r.reason}`);
+      assert.notEqual(r.startedAt, undefined, `${name} started`);
+      if (name !== 'noop') assert.ok(rec.events.length > 1, `${name} wrote output`);
+    }
+    const linkError = await run(wasmSpec('link-error'));
+    assert.equal(linkError.r.outcome, 'error');
+    assert.equal(linkError.r.startedAt, undefined, 'a module that does not link never started');
+
+    // A long task hears of its start while it runs, not at its end.
+    const startedSeen = Promise.withResolvers<number>();
+    const sleeping = ex.run(wasmSpec('sleep'), {
+      policy: basePolicy,
+      onEvent: (e) => {
+        if (e.type === 'started') startedSeen.resolve(Date.now());
+      },
+    });
+    const seenAt = await startedSeen.promise;
+    const slept = await sleeping;
+    assert.equal(slept.outcome, 'exited', slept.reason);
+    assert.ok(
+      slept.endedAt - seenAt >= 500,
+      `started seen ${slept.endedAt - seenAt} ms before a 1 s task ended`,
+    );
+    assert.ok(
+      seenAt - slept.startedAt! < 500,
+      `started seen ${seenAt - slept.startedAt!} ms after it started`,
+    );
+
+    // The timeout counts from the start the worker wrote: not sooner, and not much later.
+    const timedOut = await run(wasmSpec('loop', { timeoutMs: 300 }));
+    assert.equal(timedOut.r.outcome, 'timeout', timedOut.r.reason);
+    const ranMs = timedOut.r.endedAt - timedOut.r.startedAt!;
+    assert.ok(ranMs >= 299 && ranMs < 2000, `killed ${ranMs} ms after its start`);
+
+    // Cancelled at any moment around its start (before the executor looked, or after): started once or never.
+    for (const delay of [0, 1, 2, 3, 5, 8, 13]) {
+      const { r } = await run(wasmSpec('loop'), delay);
+      assert.equal(r.outcome, 'cancelled', r.reason);
+    }
+  });
+
   it('lets idle workers exit after idleWorkerMs, and close() ends running tasks', async (t) => {
     const ex = new WasmExecutor({ idleWorkerMs: 100 });
     t.after(() => ex.close());
