@@ -192,7 +192,7 @@ export async function benchWasm(): Promise<Record<string, unknown>> {
       const main = process.threadCpuUsage(mainCpu);
       return {
         perSec: round((tasks / ms) * 1000),
-        cpuMs: Math.round(((all.user + all.system) / 1000 / tasks) * 1000) / 1000,
+        cpuMs: Math.round(((all.user + all.system) / 1000 / tasks) * 100) / 100,
         mainCpuMs: Math.round(((main.user + main.system) / 1000 / tasks) * 1000) / 1000,
       };
     };

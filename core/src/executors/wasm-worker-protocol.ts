@@ -16,15 +16,6 @@ export interface WasmWorkerData {
   running: SharedArrayBuffer;
   /** This worker's: how many tasks it has ended. With `running`, what tells the pool a worker is stalled. */
   ended: SharedArrayBuffer;
-  /**
-   * This worker's: the id of the last task whose instance was ready (it started), stored after `startedAt`.
-   * There is no 'started' message: a short task's start comes with its end (`startedAt` in exit / trap), and
-   * the executor looks at this slot (every few ms, while a task it posted has not been seen to start) to learn
-   * that a long one started.
-   */
-  started: SharedArrayBuffer;
-  /** This worker's: one Float64, Date.now() when the task named by `started` started. */
-  startedAt: SharedArrayBuffer;
 }
 
 export interface WasmWorkerInput {
@@ -52,16 +43,13 @@ export interface WasmWorkerRequest {
   input: WasmWorkerInput;
 }
 
-/**
- * Whether a task `touched` its scratch is not in these messages: it is the `touched` flag of WasmWorkerData;
- * nor when it started, but for those that end with exit / trap (`startedAt`, Date.now() in the worker when its
- * instance was ready): see `started` in WasmWorkerData.
- */
+/** Whether a task `touched` its scratch is not in these messages: it is the `touched` flag of WasmWorkerData. */
 export type WasmWorkerMessage = { id: number } & (
+  | { type: 'started' }
   | { type: 'output'; fd: 1 | 2; data: Uint8Array; memoryBytes: number }
   | { type: 'output-limit' }
-  | { type: 'exit'; code: number; startedAt: number; memoryBytes: number; cpuMs: number }
-  | { type: 'trap'; message: string; startedAt: number; memoryBytes: number; cpuMs: number }
+  | { type: 'exit'; code: number; memoryBytes: number; cpuMs: number }
+  | { type: 'trap'; message: string; memoryBytes: number; cpuMs: number }
   /** Could not start (e.g. a link error: the module imports something WASI does not provide). */
   | { type: 'failed'; message: string; cpuMs: number }
 );

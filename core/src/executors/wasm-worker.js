@@ -1,10 +1,7 @@
 /**
  * Worker-thread side of the WASM executor. One worker runs many tasks, one at a time: the parent posts
- * `{ type: 'run', id, input }` and the worker answers with messages tagged with that id (output*, then exactly
- * one of exit / trap / failed). That a task started (its instance is ready) is not a message of its own: every
- * message wakes the parent's thread, and most tasks end within a millisecond; the worker writes it to its shared
- * `started` / `startedAt` slots, which the parent reads while the task runs, and repeats `startedAt` in the
- * task's exit / trap. Every task gets a fresh WASI object (its own args, env, stdio
+ * `{ type: 'run', id, input }` and the worker answers with messages tagged with that id (started, output*,
+ * then exactly one of exit / trap / failed). Every task gets a fresh WASI object (its own args, env, stdio
  * and /scratch preopen) and a fresh instance of the (already compiled) module, so linear memory, globals and
  * tables start from the module's initial state; when the task ends the worker closes every file descriptor
  * the task's WASI held and keeps no per-task state. stdout/stderr writes (fd 1/2) are intercepted and posted
@@ -103,8 +100,6 @@ const shared = /** @type {WasmWorkerData} */ (workerData);
 const touchedFlag = new Int32Array(shared.touched);
 const runningTask = new Int32Array(shared.running);
 const endedTasks = new Int32Array(shared.ended);
-const startedTask = new Int32Array(shared.started);
-const startedAtSlot = new Float64Array(shared.startedAt);
 /** Tells the pool (which reads it without waiting for this thread's messages) that the task has ended. */
 const noteEnded = () => {
   Atomics.store(runningTask, 0, 0);
@@ -256,15 +251,13 @@ function runTask(id, input) {
     // (a module's start function runs during instantiation, through the same imports)
     const instance = new WebAssembly.Instance(module, imports);
     memory = /** @type {WasmMemory | undefined} */ (instance.exports.memory) ?? null;
-    const startedAt = Date.now();
-    startedAtSlot[0] = startedAt;
-    Atomics.store(startedTask, 0, id); // after startedAt: the parent reads the id, then the time
+    post({ id, type: 'started' });
     try {
       const code = taskWasi.start(instance);
-      final = { id, type: 'exit', code, startedAt, memoryBytes: memoryBytes(), cpuMs: cpuMs() };
+      final = { id, type: 'exit', code, memoryBytes: memoryBytes(), cpuMs: cpuMs() };
     } catch (e) {
       const message = String(/** @type {Error} */ (e)?.message ?? e);
-      final = { id, type: 'trap', message, startedAt, memoryBytes: memoryBytes(), cpuMs: cpuMs() };
+      final = { id, type: 'trap', message, memoryBytes: memoryBytes(), cpuMs: cpuMs() };
     }
   } catch (e) {
     final = { id, type: 'failed', message: String(/** @type {Error} */ (e)?.message ?? e), cpuMs: cpuMs() };

@@ -68,12 +68,6 @@ const MODULE_CACHE_BYTES = 32 * 1024 * 1024;
 const STALLED_LOOKS = 2;
 /** Compiled modules each worker keeps (it is told which to drop): a module is posted to a worker once. */
 const WORKER_MODULES = 4;
-/**
- * How often the pool looks at the workers' `started` slots while a task it posted has not been seen to start
- * (see WorkerPool.watchStarts): how late, at most, a long task's `started` event comes. Its timeout is counted
- * from the start the worker wrote, however late the executor learns of it.
- */
-const STARTED_POLL_MS = 4;
 
 export interface WasmExecutorOptions {
   /** Parent dir for the workers' temp dirs; os.tmpdir() by default. */
@@ -136,8 +130,6 @@ interface WorkerEnded {
 /** The task a pooled worker runs now; messages tagged with any other id are dropped. */
 interface TaskSlot {
   id: number;
-  /** Looks at the worker's `started` slot: true once the task's start was handled (or it ended). */
-  checkStarted(): boolean;
   onMessage(m: WasmWorkerMessage): void;
   onError(message: string): void;
   onExit(): void;
@@ -166,9 +158,6 @@ interface PooledWorker {
   running: Int32Array;
   /** Its `ended` count (WasmWorkerData): tasks it has ended. */
   ended: Int32Array;
-  /** Its `started` slot (WasmWorkerData): the id of the last task that started, and when (`startedAt`). */
-  started: Int32Array;
-  startedAt: Float64Array;
   /** `running` and `ended` at the pool's last look (see WorkerPool.#look). */
   runningSeen: number;
   endedSeen: number;
@@ -223,8 +212,6 @@ class WorkerPool {
   #stalledLooks = 0;
   /** Checks the waiters every spawnAfterMs while there are any. */
   #waitCheck: NodeJS.Timeout | null = null;
-  /** Looks at the busy workers' `started` slots every STARTED_POLL_MS while a task was not seen to start. */
-  #startWatch: NodeJS.Timeout | null = null;
   /** Dirs of dead workers still being removed (close() waits for them). */
   readonly #removing = new Set<Promise<void>>();
   /** Called with every worker released (close() waits for the busy ones). */
@@ -313,24 +300,6 @@ class WorkerPool {
       return disposed;
     }
     return this.#handOut(pw);
-  }
-
-  /**
-   * Makes sure some busy worker's task not yet seen to start will be: one shared timer for all of them (not
-   * one per task, and none at all while every task posted has been seen to start), stopped at the first look
-   * that finds nothing left to watch.
-   */
-  watchStarts(): void {
-    if (this.#startWatch) return;
-    this.#startWatch = setInterval(() => {
-      let waiting = false;
-      for (const pw of this.#busy) if (pw.current && !pw.current.checkStarted()) waiting = true;
-      if (!waiting && this.#startWatch) {
-        clearInterval(this.#startWatch);
-        this.#startWatch = null;
-      }
-    }, STARTED_POLL_MS);
-    this.#startWatch.unref(); // a running task holds the process open through its worker
   }
 
   /** Terminates a worker whose task is being killed; its 'exit' ends the task. */
@@ -510,8 +479,6 @@ class WorkerPool {
       touched: new SharedArrayBuffer(4),
       running: new SharedArrayBuffer(4),
       ended: new SharedArrayBuffer(4),
-      started: new SharedArrayBuffer(4),
-      startedAt: new SharedArrayBuffer(8),
     };
     // The desktop build bundles this file as its own entry, next to the bundle (apps/desktop/build.ts).
     const worker = new Worker(new URL('./wasm-worker.js', import.meta.url), {
@@ -534,8 +501,6 @@ class WorkerPool {
       touched: new Int32Array(data.touched),
       running: new Int32Array(data.running),
       ended: new Int32Array(data.ended),
-      started: new Int32Array(data.started),
-      startedAt: new Float64Array(data.startedAt),
       runningSeen: 0,
       endedSeen: 0,
       modules: [],
@@ -868,41 +833,16 @@ export class WasmExecutor implements Executor {
       let final: FinalMessage | null = null;
       let workerError: string | null = null;
       let failedCpuMs = 0;
-      /** Set once the `started` event went out (see noteStarted). */
       let startedAt: number | undefined;
       let memoryBytes = 0;
       let timer: NodeJS.Timeout | null = null;
-      let quotaPoll: NodeJS.Timeout | null = null;
       let settled = false;
       let polling: Promise<void> | null = null;
-      /**
-       * Emits `started` (once: before any output and before the task settles) at the time the worker wrote.
-       * Only a task still running gets its timeout timer (counted from that time, however late this runs) and
-       * its quota poll: a task that ends before anyone looked costs no timers at all.
-       */
-      const noteStarted = (at: number) => {
-        if (startedAt !== undefined) return;
-        startedAt = at;
-        onEvent({ type: 'started', at });
-        if (settled || final || stop) return;
-        timer = setTimeout(() => halt('timeout'), Math.max(0, at + spec.timeoutMs - Date.now()));
-        timer.unref();
-        quotaPoll = setInterval(pollQuota, SCRATCH_POLL_MS);
-        quotaPoll.unref();
-      };
-      /** Whether the worker says it started this task (its instance is ready); notes the start if so. */
-      const sawStart = () => {
-        if (Atomics.load(pw.started, 0) !== id) return false;
-        noteStarted(pw.startedAt[0]);
-        return true;
-      };
       /** `touched`: what the worker's flag says; a killed worker's (unknown) dir is removed anyway. */
       const settle = (killed: boolean, touched = killed || Atomics.load(pw.touched, 0) !== 0) => {
         settled = true;
-        // Killed, or its worker died: it may have started all the same, and then says so before it ends.
-        if (startedAt === undefined) sawStart();
         if (timer) clearTimeout(timer);
-        if (quotaPoll) clearInterval(quotaPoll);
+        clearInterval(quotaPoll);
         signal?.removeEventListener('abort', onAbort);
         const cpuMs = final
           ? final.cpuMs
@@ -932,7 +872,7 @@ export class WasmExecutor implements Executor {
       const onAbort = () => halt('cancelled');
       // Walks the scratch dir only once a task has run SCRATCH_POLL_MS and may have written there (its touched
       // flag is set): short tasks and tasks that never touch their scratch never pay for it.
-      const pollQuota = () => {
+      const quotaPoll = setInterval(() => {
         if (polling || Atomics.load(pw.touched, 0) === 0) return;
         polling = dirSize(scratchDir)
           .then((n) => {
@@ -942,16 +882,19 @@ export class WasmExecutor implements Executor {
           .finally(() => {
             polling = null;
           });
-      };
+      }, SCRATCH_POLL_MS);
+      quotaPoll.unref();
       pw.current = {
         id,
         halt,
-        checkStarted: () => settled || startedAt !== undefined || sawStart(),
         onMessage(m) {
           if (settled) return;
-          if (m.type === 'output') {
-            // Output means it runs (a module's start function writes before its instance is ready: now, then).
-            if (startedAt === undefined && !sawStart()) noteStarted(Date.now());
+          if (m.type === 'started') {
+            startedAt = Date.now();
+            onEvent({ type: 'started', at: startedAt });
+            timer = setTimeout(() => halt('timeout'), spec.timeoutMs);
+            timer.unref();
+          } else if (m.type === 'output') {
             memoryBytes = Math.max(memoryBytes, m.memoryBytes);
             if (!stop)
               onEvent({
@@ -968,7 +911,6 @@ export class WasmExecutor implements Executor {
             } else {
               final = m;
               memoryBytes = Math.max(memoryBytes, m.memoryBytes);
-              noteStarted(m.startedAt); // a short task's start comes with its end
             }
             // Killed meanwhile: the worker is going away and its 'exit' settles the task.
             if (stop) return;
@@ -992,7 +934,6 @@ export class WasmExecutor implements Executor {
         return;
       }
       noteModuleSent();
-      pool.watchStarts();
     });
   }
 }
