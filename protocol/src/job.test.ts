@@ -386,8 +386,44 @@ describe('folded finish reports (tasksFinished)', () => {
       { ...plain, stderrTail: 'x' },
       { ...plain, usage: { wallMs: 3 } },
       { ...plain, taskId: `${jobId}/${JOB_LIMITS.maxTasksPerJob}` },
+      // Values its schema would refuse: folded, they would take the other reports down with them.
+      { ...plain, usage: { ...plain.usage, cpuMs: Number.NaN } },
+      { ...plain, usage: { ...plain.usage, wallMs: -1 } },
+      { ...plain, usage: { ...plain.usage, maxMemoryBytes: 1.5 } },
+      { ...plain, at: 1.5 },
+      { ...plain, startedAt: -1 },
+      { ...plain, attempt: 0 },
+      { ...plain, attempt: JOB_LIMITS.maxAttempts + 1 },
+      { ...plain, takeNext: JOB_LIMITS.maxTakeNext + 1 },
+      { ...plain, taskId: `-bad/1` },
     ])
       assert.equal(foldableFinish(not), null, JSON.stringify(not));
+    // What it accepts, the folded command's schema takes (fast-check: any numbers in any field).
+    fc.assert(
+      fc.property(
+        fc.record({
+          attempt: fc.oneof(fc.integer(), fc.double()),
+          at: fc.oneof(fc.integer(), fc.double()),
+          wallMs: fc.double(),
+          cpuMs: fc.double(),
+          maxMemoryBytes: fc.oneof(fc.integer(), fc.double()),
+          takeNext: fc.oneof(fc.boolean(), fc.integer({ min: -2, max: 12 }), fc.constant(undefined)),
+          startedAt: fc.oneof(fc.integer(), fc.constant(undefined)),
+        }),
+        (v) => {
+          const r = {
+            ...plain,
+            attempt: v.attempt,
+            at: v.at,
+            usage: { wallMs: v.wallMs, cpuMs: v.cpuMs, maxMemoryBytes: v.maxMemoryBytes },
+            ...(v.takeNext === undefined ? {} : { takeNext: v.takeNext }),
+            ...(v.startedAt === undefined ? {} : { startedAt: v.startedAt }),
+          };
+          if (foldableFinish(r)) validateTasksFinished(foldFinished(jobId, [r]));
+        },
+      ),
+      { numRuns: 500 },
+    );
     assert.equal(foldableFinish({ type: 'taskStarted', taskId: plain.taskId, attempt: 1, at: 1 }), null);
     const reports = [
       plain,

@@ -647,19 +647,35 @@ export function validateTasksFinished(raw: unknown): TasksFinishedCommand {
 
 /**
  * The job and index of a finish report that a `tasksFinished` command can carry without losing anything: it
- * succeeded with exit code 0, no reason and no output, and has the usage every executor reports. Null for
- * any other report, which then travels as it is.
+ * succeeded with exit code 0, no reason and no output, and every value it has is one the folded command's
+ * schema takes. Null for any other report, which then travels as it is. The values are checked here because a
+ * folded command is validated as a whole: one bad value would have the log refuse every report folded with
+ * it, where alone it refuses only its own.
  */
 export function foldableFinish(cmd: JobCommandInput): { jobId: string; index: number } | null {
   if (cmd.type !== 'taskFinished' || cmd.outcome !== 'succeeded' || cmd.exitCode !== 0) return null;
   if ((cmd.reason ?? null) !== null || (cmd.stdoutTail ?? '') !== '' || (cmd.stderrTail ?? '') !== '')
     return null;
   const u = cmd.usage;
-  if (!u || typeof u.wallMs !== 'number' || typeof u.cpuMs !== 'number') return null;
-  if (typeof u.maxMemoryBytes !== 'number') return null;
-  const id = parseTaskId(cmd.taskId);
-  if (!id || id.index >= JOB_LIMITS.maxTasksPerJob) return null;
+  if (!u || !isMs(u.wallMs) || !isMs(u.cpuMs) || !isCount(u.maxMemoryBytes)) return null;
+  if (!isCount(cmd.at) || (cmd.startedAt !== undefined && !isCount(cmd.startedAt))) return null;
+  if (!Number.isInteger(cmd.attempt) || cmd.attempt < 1 || cmd.attempt > JOB_LIMITS.maxAttempts) return null;
+  const t = cmd.takeNext;
+  if (t !== undefined && typeof t !== 'boolean' && !(isCount(t) && t >= 1 && t <= JOB_LIMITS.maxTakeNext))
+    return null;
+  const id = typeof cmd.taskId === 'string' ? parseTaskId(cmd.taskId) : null;
+  if (!id || id.index >= JOB_LIMITS.maxTasksPerJob || !JobIdSchema.safeParse(id.jobId).success) return null;
   return id;
+}
+
+/** A duration or CPU time the schemas take: a finite number from 0 to MAX_SAFE_INTEGER. */
+function isMs(v: unknown): v is number {
+  return typeof v === 'number' && v >= 0 && v <= Number.MAX_SAFE_INTEGER;
+}
+
+/** A timestamp, byte count or count the schemas take: a safe integer of at least 0. */
+function isCount(v: unknown): v is number {
+  return Number.isSafeInteger(v) && (v as number) >= 0;
 }
 
 /**

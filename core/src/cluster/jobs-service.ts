@@ -565,6 +565,12 @@ export class JobsService {
         { task: run.taskId, attempt: run.attempt },
         'result of a stale attempt rejected by the log',
       );
+    else if (res && !res.ok)
+      // Not stale, yet refused: the log keeps the task live on this node, which no longer runs it. Say so.
+      this.#log.error(
+        { task: run.taskId, attempt: run.attempt, code: res.code, err: res.error },
+        'the log refused this task result',
+      );
     const job = this.#o.machine.job(run.jobId);
     this.events.emit('finished', {
       taskId: run.taskId,
