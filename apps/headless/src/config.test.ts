@@ -22,16 +22,32 @@ describe('daemon config: liveness', () => {
 
 describe('daemon config: raft log', () => {
   it('snapshots every 10,000 entries and keeps 1,000 behind by default (etcd: 10,000 and 5,000)', () => {
-    assert.deepEqual(resolveConfig().raftLog, { snapshotEntries: 10_000, catchUpEntries: 1000 });
+    assert.deepEqual(resolveConfig().raftLog, {
+      snapshotEntries: 10_000,
+      catchUpEntries: 1000,
+      maxInflight: 256,
+    });
   });
 
   it('reads MESHRUN_SNAPSHOT_ENTRIES and MESHRUN_CATCHUP_ENTRIES, and a partial raftLog from a file', () => {
     const env = configFromEnv({ MESHRUN_SNAPSHOT_ENTRIES: '500' });
-    assert.deepEqual(resolveConfig(env).raftLog, { snapshotEntries: 500, catchUpEntries: 1000 });
+    assert.deepEqual(resolveConfig(env).raftLog, {
+      snapshotEntries: 500,
+      catchUpEntries: 1000,
+      maxInflight: 256,
+    });
     const both = configFromEnv({ MESHRUN_SNAPSHOT_ENTRIES: '40', MESHRUN_CATCHUP_ENTRIES: '5' });
-    assert.deepEqual(resolveConfig(both).raftLog, { snapshotEntries: 40, catchUpEntries: 5 });
+    assert.deepEqual(resolveConfig(both).raftLog, {
+      snapshotEntries: 40,
+      catchUpEntries: 5,
+      maxInflight: 256,
+    });
     const file = { raftLog: { snapshotEntries: 2000 } } as never;
-    assert.deepEqual(resolveConfig(file).raftLog, { snapshotEntries: 2000, catchUpEntries: 1000 });
+    assert.deepEqual(resolveConfig(file).raftLog, {
+      snapshotEntries: 2000,
+      catchUpEntries: 1000,
+      maxInflight: 256,
+    });
   });
 
   it('refuses a snapshot interval too small to be useful', () => {

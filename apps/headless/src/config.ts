@@ -61,6 +61,12 @@ export const DaemonConfigSchema = z
       .object({
         snapshotEntries: z.number().int().min(10).max(10_000_000).default(10_000),
         catchUpEntries: z.number().int().min(0).max(10_000_000).default(1000),
+        /**
+         * Append messages the leader has in flight to one follower before it waits for its acknowledgements
+         * (etcd's MaxInflightMsgs). A follower that stops reading (a stopped or frozen process) gets at most
+         * this many; whatever the log compacts meanwhile it then gets as the snapshot.
+         */
+        maxInflight: z.number().int().min(1).max(4096).default(256),
       })
       .strict(),
     /** Where the web dashboard's static files are (the desktop renderer build). */
@@ -86,7 +92,7 @@ export const DEFAULTS = {
     // etcd and Consul use 1 s; 600 ms (randomized to 0.6-1.2 s) keeps failover under the 1.5 s goal.
     electionMs: 600,
   },
-  raftLog: { snapshotEntries: 10_000, catchUpEntries: 1000 },
+  raftLog: { snapshotEntries: 10_000, catchUpEntries: 1000, maxInflight: 256 },
 };
 
 export function defaultDataDir(): string {
@@ -151,10 +157,11 @@ export function configFromEnv(env: NodeJS.ProcessEnv): Partial<DaemonConfig> {
       electionMs: Number(env.MESHRUN_ELECTION_MS ?? DEFAULTS.liveness.electionMs),
     };
   }
-  if (env.MESHRUN_SNAPSHOT_ENTRIES || env.MESHRUN_CATCHUP_ENTRIES) {
+  if (env.MESHRUN_SNAPSHOT_ENTRIES || env.MESHRUN_CATCHUP_ENTRIES || env.MESHRUN_RAFT_MAX_INFLIGHT) {
     out.raftLog = {
       snapshotEntries: Number(env.MESHRUN_SNAPSHOT_ENTRIES ?? DEFAULTS.raftLog.snapshotEntries),
       catchUpEntries: Number(env.MESHRUN_CATCHUP_ENTRIES ?? DEFAULTS.raftLog.catchUpEntries),
+      maxInflight: Number(env.MESHRUN_RAFT_MAX_INFLIGHT ?? DEFAULTS.raftLog.maxInflight),
     };
   }
   return out;

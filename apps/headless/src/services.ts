@@ -45,6 +45,7 @@ export async function startNodeServices(daemon: Daemon): Promise<NodeServices> {
     heartbeatTick: 2,
     snapshotEvery: config.raftLog.snapshotEntries,
     keepEntries: config.raftLog.catchUpEntries,
+    maxInflight: config.raftLog.maxInflight,
   });
 
   const wasm = new WasmExecutor();

@@ -24,6 +24,8 @@ export interface OpenConsensusOptions {
   /** Snapshot every this many applied entries, keeping `keepEntries` behind it (RaftDriver's options). */
   snapshotEvery?: number;
   keepEntries?: number;
+  /** Append messages in flight to one follower (RaftDriver's option; etcd's MaxInflightMsgs). */
+  maxInflight?: number;
 }
 
 export async function openConsensusDriver(o: OpenConsensusOptions): Promise<ConsensusDriver> {
@@ -42,6 +44,7 @@ export async function openConsensusDriver(o: OpenConsensusOptions): Promise<Cons
     heartbeatTick: o.heartbeatTick ?? 1,
     ...(o.snapshotEvery === undefined ? {} : { snapshotEvery: o.snapshotEvery }),
     ...(o.keepEntries === undefined ? {} : { keepEntries: o.keepEntries }),
+    ...(o.maxInflight === undefined ? {} : { maxInflight: o.maxInflight }),
     onFatal: (err) => o.log.fatal({ err: err.message }, 'raft stopped: unrecoverable error'),
   });
   return {
