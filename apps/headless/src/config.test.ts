@@ -29,7 +29,7 @@ describe('daemon config: raft log', () => {
     });
   });
 
-  it('reads MESHRUN_SNAPSHOT_ENTRIES and MESHRUN_CATCHUP_ENTRIES, and a partial raftLog from a file', () => {
+  it('reads MESHRUN_SNAPSHOT_ENTRIES, MESHRUN_CATCHUP_ENTRIES and MESHRUN_RAFT_MAX_INFLIGHT, and a partial raftLog from a file', () => {
     const env = configFromEnv({ MESHRUN_SNAPSHOT_ENTRIES: '500' });
     assert.deepEqual(resolveConfig(env).raftLog, {
       snapshotEntries: 500,
@@ -41,6 +41,12 @@ describe('daemon config: raft log', () => {
       snapshotEntries: 40,
       catchUpEntries: 5,
       maxInflight: 256,
+    });
+    const inflight = configFromEnv({ MESHRUN_RAFT_MAX_INFLIGHT: '2' });
+    assert.deepEqual(resolveConfig(inflight).raftLog, {
+      snapshotEntries: 10_000,
+      catchUpEntries: 1000,
+      maxInflight: 2,
     });
     const file = { raftLog: { snapshotEntries: 2000 } } as never;
     assert.deepEqual(resolveConfig(file).raftLog, {

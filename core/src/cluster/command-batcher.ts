@@ -40,7 +40,7 @@ export const BATCH_LIMITS = {
 const FOLDED_REPORT_BYTES = 48;
 
 interface Waiting<R> {
-  /** The encoded command, or null for a plain success that travels folded (see `folds`). */
+  /** The encoded command, or null for a plain success that travels folded (see `fold`). */
   bytes: Uint8Array | null;
   /** A plain success: its job, and the report to fold. */
   fold?: { jobId: string; report: TaskFinishedInput };
