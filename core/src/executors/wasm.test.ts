@@ -97,6 +97,25 @@ describe('WasmExecutor', { concurrency: 4 }, () => {
     assert.ok(Date.now() - started < 5000);
   });
 
+  it('times out a module whose start function never returns, as a run that started at dispatch', {
+    timeout: 20_000,
+  }, async () => {
+    const rec = recorder();
+    const dispatched = Date.now();
+    const r = await executor.run(wasmSpec('start-loop', { timeoutMs: 300 }), {
+      policy: basePolicy,
+      onEvent: rec.onEvent,
+    });
+    assert.equal(r.outcome, 'timeout', r.reason);
+    assert.match(r.reason, /exceeded 300 ms/);
+    assert.equal(rec.events.filter((e) => e.type === 'started').length, 1, 'one started event');
+    assert.ok(r.startedAt !== undefined && r.startedAt >= dispatched, 'the record shows when it began');
+    assert.ok(r.endedAt - r.startedAt! >= 300, `ended ${r.endedAt - r.startedAt!} ms after its start`);
+    // The worker it held is gone; the next task runs on a fresh one.
+    const next = await executor.run(wasmSpec('noop'), { policy: basePolicy, onEvent: () => {} });
+    assert.equal(next.outcome, 'exited', next.reason);
+  });
+
   it('cancels through the AbortSignal', async () => {
     const ac = new AbortController();
     const r = await executor.run(wasmSpec('loop'), {

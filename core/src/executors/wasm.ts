@@ -2,7 +2,8 @@
  * Embedded WASM executor: WASI preview1 modules run with node:wasi in worker threads (no install needed).
  * One preopened scratch dir (/scratch → the worker's own temp dir, empty at every task's start), args, env,
  * stdin, memory cap (module memories patched to max = cap, plus worker heap limits), wall-clock timeout
- * (counted from `started`: waiting for a worker or booting one never counts), cancel, scratch quota (polled),
+ * (counted from the task's dispatch to its running worker, so a start function that never returns is timed out
+ * too; waiting for a worker or booting one never counts), cancel, scratch quota (polled),
  * output cap. stdout/stderr are streamed as the module writes them.
  *
  * Worker threads are pooled: booting one costs ~35 ms of CPU, a no-op task in a warm one ~0.2 ms. Each
@@ -890,10 +891,9 @@ export class WasmExecutor implements Executor {
         onMessage(m) {
           if (settled) return;
           if (m.type === 'started') {
+            if (startedAt !== undefined) return; // the timeout already declared it started (see below)
             startedAt = Date.now();
             onEvent({ type: 'started', at: startedAt });
-            timer = setTimeout(() => halt('timeout'), spec.timeoutMs);
-            timer.unref();
           } else if (m.type === 'output') {
             memoryBytes = Math.max(memoryBytes, m.memoryBytes);
             if (!stop)
@@ -934,6 +934,21 @@ export class WasmExecutor implements Executor {
         return;
       }
       noteModuleSent();
+      // The timeout counts from here, not from `started`: instantiation runs the module's start function, and
+      // one that never returns would otherwise hold the worker (and the node's slot) until a cancel. The
+      // worker is already running, so nothing but instantiation (normally well under a millisecond) is added.
+      // A task timed out before `started` did run guest code (its start function): it is reported as started
+      // at dispatch, so its record shows a run that timed out, not one that never began. A module that fails
+      // to link ends before any of its code runs and is still reported as not started.
+      const dispatchedAt = Date.now();
+      timer = setTimeout(() => {
+        if (startedAt === undefined && !settled && !final) {
+          startedAt = dispatchedAt;
+          onEvent({ type: 'started', at: startedAt });
+        }
+        halt('timeout');
+      }, spec.timeoutMs);
+      timer.unref();
     });
   }
 }
