@@ -14,6 +14,7 @@ import type { Executor, NodePolicy } from '@meshrun/core/executors/types.ts';
 import { WasmExecutor } from '@meshrun/core/executors/wasm.ts';
 import { JobStateMachine } from '@meshrun/core/jobs/state-machine.ts';
 import { Gauge } from 'prom-client';
+import { registerClusterMetrics } from './cluster-metrics.ts';
 import type { Daemon } from './daemon.ts';
 
 /** Scratch space each task gets (tmpfs for Docker, quota'd dir for WASM). */
@@ -131,6 +132,7 @@ export async function startNodeServices(daemon: Daemon): Promise<NodeServices> {
       },
     });
   }
+  registerClusterMetrics(daemon.metrics, { cluster, machine, jobs });
 
   // Runs this node had when it stopped are gone: once the log is replayed and a leader is known, say so.
   let recovered = false;

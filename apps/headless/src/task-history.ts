@@ -17,6 +17,8 @@ export interface HistoryRecord {
   submitter: string;
   image: string;
   state: string;
+  /** succeeded, failed, timedOut or error (records stored before it was kept have none). */
+  outcome?: string;
   exitCode: number | null;
   startedAt: number;
   finishedAt: number;

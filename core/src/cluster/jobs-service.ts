@@ -579,6 +579,7 @@ export class JobsService {
       submitter: job?.submitter ?? '',
       image: job?.spec.image ?? job?.spec.executor ?? '',
       state: mapped.outcome === 'succeeded' ? 'succeeded' : 'failed',
+      outcome: mapped.outcome,
       exitCode: mapped.exitCode,
       startedAt: result.startedAt ?? run.startedAt,
       finishedAt: result.endedAt,
