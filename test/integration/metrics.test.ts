@@ -65,6 +65,25 @@ describe('consensus and job metrics', () => {
     return (JSON.parse(r.stdout) as { state: string }).state;
   }
 
+  /** Waits until every node's cluster gauges show this much work. */
+  async function workOnEveryNode(want: { queued: number; live: number; unfinished: number; jobs: number }) {
+    const gauges = {
+      queued: 'meshrun_cluster_tasks_queued',
+      live: 'meshrun_cluster_tasks_live',
+      unfinished: 'meshrun_cluster_tasks_unfinished',
+      jobs: 'meshrun_cluster_jobs_unfinished',
+    } as const;
+    await waitFor(
+      async () => {
+        const all = await Promise.all(c.nodes.map(scrape));
+        return all.every((s) =>
+          Object.entries(gauges).every(([k, name]) => s.get(name) === want[k as keyof typeof want]),
+        );
+      },
+      { timeoutMs: 15_000, description: `${JSON.stringify(want)} on every node` },
+    );
+  }
+
   it('every node reports the same leader and term, and exactly one leads', async () => {
     const scrapes = await waitFor(
       async () => {
@@ -94,19 +113,7 @@ describe('consensus and job metrics', () => {
     const unplaceable = await run(c.nodes[1]!, ['--memory', '4096G', '--wasm', file('noop')]);
     const sleeping = await run(c.nodes[2]!, ['--count', '2', '--wasm', file('sleep')]);
     // While the two sleep, every node (not only the ones running them) counts them, and the unplaceable one.
-    await waitFor(
-      async () => {
-        const all = await Promise.all(c.nodes.map(scrape));
-        return all.every(
-          (s) =>
-            s.get('meshrun_cluster_tasks_queued') === 1 &&
-            s.get('meshrun_cluster_tasks_live') === 2 &&
-            s.get('meshrun_cluster_tasks_unfinished') === 3 &&
-            s.get('meshrun_cluster_jobs_unfinished') === 2,
-        );
-      },
-      { timeoutMs: 15_000, description: '1 queued, 2 live tasks of 2 jobs on every node' },
-    );
+    await workOnEveryNode({ queued: 1, live: 2, unfinished: 3, jobs: 2 });
     // The nodes running them say so too (a task is live from its assignment, running once it has a slot).
     await waitFor(
       async () =>
@@ -122,19 +129,7 @@ describe('consensus and job metrics', () => {
     });
     const cancel = await c.nodes[0]!.cli(['cancel', unplaceable]);
     assert.equal(cancel.code, 0, describeResult(cancel));
-    await waitFor(
-      async () => {
-        const all = await Promise.all(c.nodes.map(scrape));
-        return all.every(
-          (s) =>
-            s.get('meshrun_cluster_tasks_queued') === 0 &&
-            s.get('meshrun_cluster_tasks_live') === 0 &&
-            s.get('meshrun_cluster_tasks_unfinished') === 0 &&
-            s.get('meshrun_cluster_jobs_unfinished') === 0,
-        );
-      },
-      { timeoutMs: 15_000, description: 'nothing unfinished on any node' },
-    );
+    await workOnEveryNode({ queued: 0, live: 0, unfinished: 0, jobs: 0 });
   });
 
   it('the per-node run counters add up to the runs, by outcome', async () => {
