@@ -3,6 +3,7 @@
 // `meshrun nodes --json` has the documented shape. (mDNS discovery across hosts: discovery.netns.test.ts.)
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import { after, before, describe, it } from 'node:test';
@@ -17,7 +18,7 @@ import { AdvertisementSchema, encode, framePrefix, MAX_MESSAGE_BYTES, PROTOCOLS 
 import { multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p } from 'libp2p';
 import { z } from 'zod';
-import { describeResult, runCli, waitFor } from '../src/proc.ts';
+import { describeResult, REPO_ROOT, runCli, waitFor } from '../src/proc.ts';
 
 const NodeRowSchema = AdvertisementSchema.extend({
   self: z.boolean(),
@@ -81,6 +82,24 @@ describe('foundation on loopback', () => {
     assert.equal(self.hardware.cpu.arch, os.arch());
     assert.ok(self.hardware.disk.freeBytes > 0);
     assert.ok(self.offered.executors.includes('wasm'));
+  });
+
+  it('`--version` prints the package version, and `nodes` shows every node’s', async () => {
+    const pkg = JSON.parse(readFileSync(`${REPO_ROOT}/apps/headless/package.json`, 'utf8')) as {
+      version: string;
+    };
+    for (const flag of ['--version', '-v']) {
+      const r = await runCli([flag]);
+      assert.equal(r.code, 0, describeResult(r));
+      assert.equal(r.stdout.trim(), pkg.version);
+    }
+    assert.ok((await nodesJson(c, 0)).every((n) => n.version === pkg.version));
+    const r = await c.nodes[0]!.cli(['nodes']);
+    assert.equal(r.code, 0, describeResult(r));
+    const [header, ...rows] = r.stdout.trim().split('\n');
+    assert.match(header!, /^PEER\s+HOST\s+VERSION\s/);
+    assert.equal(rows.length, 3);
+    for (const row of rows) assert.equal(row.split(/\s{2,}/)[2], pkg.version, row);
   });
 
   it('peers are listed with `peers --json`', async () => {

@@ -18,7 +18,7 @@ import {
   parseLabels,
   resolveConfig,
 } from './config.ts';
-import { DaemonStartError, startDaemon } from './daemon.ts';
+import { DaemonStartError, startDaemon, VERSION } from './daemon.ts';
 import { bytes, parseBytes, shortId, table } from './format.ts';
 import { assertSupportedNode } from './node-version.ts';
 
@@ -71,10 +71,25 @@ const helpers: CliHelpers = {
 
 function nodesTable(rows: NodeRow[]): string {
   return table(
-    ['PEER', 'HOST', 'CPU', 'CORES', 'MEMORY', 'GPUS', 'DOCKER', 'OFFERED', 'MODE', 'UP', 'LABELS'],
+    [
+      'PEER',
+      'HOST',
+      'VERSION',
+      'CPU',
+      'CORES',
+      'MEMORY',
+      'GPUS',
+      'DOCKER',
+      'OFFERED',
+      'MODE',
+      'UP',
+      'LABELS',
+    ],
     rows.map((n) => [
       shortId(n.peerId) + (n.self ? '*' : ''),
       n.hostname,
+      // Every node must run the same version (a newer one writes log commands an older one refuses).
+      n.version,
       `${n.hardware.cpu.arch}`,
       `${n.hardware.cpu.physicalCores}/${n.hardware.cpu.logicalCores}`,
       bytes(n.hardware.memoryBytes),
@@ -102,6 +117,7 @@ export function buildProgram(): Command {
     .option('--cluster-key <file>', 'cluster key file (env MESHRUN_CLUSTER_KEY)')
     .option('--key <file>', 'submitter key: sign every request with it (env MESHRUN_KEY)')
     .option('--json', 'machine-readable output')
+    .version(VERSION, '-v, --version', 'print the version of this meshrun')
     .showHelpAfterError()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
