@@ -38,7 +38,7 @@ import type { CommandLog } from './command-log.ts';
 import type { OutboxPersistence } from './outbox-store.ts';
 import { ReportOutbox } from './report-outbox.ts';
 import { SlotGate } from './slot-gate.ts';
-import type { TaskOutputStore } from './task-output.ts';
+import { LastLines, type TaskOutputStore } from './task-output.ts';
 
 export interface JobsServiceOptions {
   node: MeshNode;
@@ -87,6 +87,8 @@ const REQUEUE_PREFIX = 'requeue: ';
  */
 const FOLLOW_WAIT_MAX_MS = 24 * 3600_000;
 const FOLLOW_WAIT_POLL_MS = 100;
+/** `logs --tail N` takes at most this many lines (a task keeps at most 16 MiB of output anyway). */
+export const MAX_TAIL_LINES = 1_000_000;
 /**
  * Bytes of views (as JSON, which is larger than their CBOR) one jobs.get, jobs.wait or jobs.list reply carries
  * at most, so a 10,000-task job with long output tails, or 10,000 jobs with long names, still fit a control
@@ -1107,15 +1109,23 @@ export class JobsService {
       },
     );
 
-    rpc.registerStream(
-      'logs.stream',
-      z.object({ taskId: z.string().max(256), follow: z.boolean().default(false) }).strict(),
-      (p, ctx) => this.#logs(p.taskId, p.follow, ctx.signal),
+    const LogsParams = z
+      .object({
+        taskId: z.string().max(256),
+        follow: z.boolean().default(false),
+        /** Only the last this many lines of what is stored (then, with follow, everything new). */
+        tail: z.number().int().min(0).max(MAX_TAIL_LINES).optional(),
+      })
+      .strict();
+    rpc.registerStream('logs.stream', LogsParams, (p, ctx) =>
+      this.#logs(p.taskId, p.follow, p.tail, ctx.signal),
     );
-    rpc.registerStream(
-      'logs.local',
-      z.object({ taskId: z.string().max(256), follow: z.boolean().default(false) }).strict(),
-      (p, ctx) => this.#o.output.read(p.taskId, { follow: p.follow, signal: ctx.signal }),
+    rpc.registerStream('logs.local', LogsParams, (p, ctx) =>
+      this.#o.output.read(p.taskId, {
+        follow: p.follow,
+        ...(p.tail === undefined ? {} : { tail: p.tail }),
+        signal: ctx.signal,
+      }),
     );
   }
 
@@ -1128,7 +1138,12 @@ export class JobsService {
     this.#timers.push(t);
   }
 
-  async *#logs(taskId: string, follow: boolean, signal?: AbortSignal): AsyncIterable<unknown> {
+  async *#logs(
+    taskId: string,
+    follow: boolean,
+    tail: number | undefined,
+    signal?: AbortSignal,
+  ): AsyncIterable<unknown> {
     const m = this.#o.machine;
     let task = m.task(taskId);
     // A follow may start long before the task runs (`run --follow` of a job whose tasks queue behind others):
@@ -1154,8 +1169,9 @@ export class JobsService {
     }
     const nodeId = task.nodeId ?? task.attempts.at(-1)?.nodeId ?? null;
     if (!nodeId) return;
+    const tailOpt = tail === undefined ? {} : { tail };
     if (nodeId === this.#self) {
-      yield* this.#o.output.read(taskId, { follow, signal });
+      yield* this.#o.output.read(taskId, { follow, ...tailOpt, signal });
       return;
     }
     // Relay from the node that ran it; fall back to the tails in the log if it is gone.
@@ -1167,7 +1183,7 @@ export class JobsService {
       .call(
         nodeId,
         'logs.local',
-        { taskId, follow },
+        { taskId, follow, ...tailOpt },
         {
           timeoutMs: FOLLOW_WAIT_MAX_MS,
           onItem: (it: unknown) => {
@@ -1194,8 +1210,19 @@ export class JobsService {
     while (items.length > 0) yield items.shift();
     if (failure) {
       const t = m.task(taskId);
-      if (t?.stdoutTail) yield { stream: 'stdout', data: t.stdoutTail, seq: 0, fromLog: true };
-      if (t?.stderrTail) yield { stream: 'stderr', data: t.stderrTail, seq: 0, fromLog: true };
+      const fromLog = [
+        { stream: 'stdout' as const, text: t?.stdoutTail ?? '' },
+        { stream: 'stderr' as const, text: t?.stderrTail ?? '' },
+      ].filter((x) => x.text);
+      if (tail === undefined) {
+        for (const x of fromLog) yield { stream: x.stream, data: x.text, seq: 0, fromLog: true };
+        return;
+      }
+      // The log keeps each stream's tail apart, so their lines cannot be interleaved: stdout's come first.
+      const last = new LastLines(tail);
+      for (const x of fromLog) last.push({ seq: 0, stream: x.stream, at: 0, data: Buffer.from(x.text) });
+      for (const l of last.items())
+        yield { stream: l.stream, data: Buffer.from(l.data).toString('utf8'), seq: 0, fromLog: true };
     }
   }
 

@@ -55,22 +55,88 @@ export class TaskOutputStore {
     return t ? { stdout: text(t.stdout), stderr: text(t.stderr) } : { stdout: '', stderr: '' };
   }
 
-  /** Stored output; with `follow`, then live output until the task's output ends. */
+  /**
+   * Stored output; with `follow`, then live output until the task's output ends. With `tail`, only the last
+   * `tail` lines of what is stored, as `docker logs --tail` gives them (then, when following, all that comes
+   * after): one item per line, each stream's lines assembled across its chunks, and a last line without its
+   * newline counted as a line.
+   */
   async *read(
     taskId: string,
-    opts: { follow?: boolean; signal?: AbortSignal } = {},
+    opts: { follow?: boolean; tail?: number; signal?: AbortSignal } = {},
   ): AsyncIterable<OutputItem> {
-    if (opts.follow) {
+    if (opts.follow && opts.tail === undefined) {
       yield* this.store.follow(taskId, { signal: opts.signal });
       return;
     }
+    const lines = opts.tail === undefined ? null : new LastLines(opts.tail);
     let fromSeq = 0;
     for (let page = 0; page < 100_000; page++) {
       const r = await this.store.read(taskId, { fromSeq });
-      for (const e of r.entries) yield e;
-      if (r.entries.length === 0) return;
+      for (const e of r.entries) {
+        if (lines) lines.push(e);
+        else yield e;
+      }
+      if (r.entries.length === 0) break;
       fromSeq = r.nextSeq;
     }
+    if (lines) yield* lines.items();
+    if (opts.follow) yield* this.store.follow(taskId, { fromSeq, signal: opts.signal });
+  }
+}
+
+/** The last `max` lines of a task's output chunks, in the order they were completed. */
+export class LastLines {
+  readonly #max: number;
+  #kept: OutputItem[] = [];
+  /** Each stream's line still waiting for its newline. */
+  readonly #open: Record<'stdout' | 'stderr', { parts: Uint8Array[]; at: number; seq: number } | null> = {
+    stdout: null,
+    stderr: null,
+  };
+
+  constructor(max: number) {
+    this.#max = Math.max(0, Math.floor(max));
+  }
+
+  push(e: OutputItem): void {
+    const data = e.data;
+    let from = 0;
+    for (let nl = data.indexOf(10); nl >= 0; nl = data.indexOf(10, from)) {
+      this.#close(e.stream, data.subarray(from, nl + 1), e);
+      from = nl + 1;
+    }
+    if (from < data.byteLength) {
+      const rest = data.subarray(from);
+      const open = this.#open[e.stream];
+      if (open) open.parts.push(rest);
+      else this.#open[e.stream] = { parts: [rest], at: e.at, seq: e.seq };
+    }
+  }
+
+  /** The kept lines, then the unfinished ones (at most `max` in all). */
+  items(): OutputItem[] {
+    for (const stream of ['stdout', 'stderr'] as const) {
+      const open = this.#open[stream];
+      if (open) this.#keep({ seq: open.seq, stream, at: open.at, data: Buffer.concat(open.parts) });
+      this.#open[stream] = null;
+    }
+    return this.#kept.slice(Math.max(0, this.#kept.length - this.#max));
+  }
+
+  #close(stream: 'stdout' | 'stderr', end: Uint8Array, e: OutputItem): void {
+    const open = this.#open[stream];
+    this.#open[stream] = null;
+    const data = open ? Buffer.concat([...open.parts, end]) : end;
+    this.#keep({ seq: open?.seq ?? e.seq, stream, at: open?.at ?? e.at, data });
+  }
+
+  #keep(item: OutputItem): void {
+    if (this.#max === 0) return;
+    this.#kept.push(item);
+    // Trimmed in chunks, not one shift per line.
+    if (this.#kept.length >= 2 * this.#max + 1024)
+      this.#kept = this.#kept.slice(this.#kept.length - this.#max);
   }
 }
 

@@ -5,6 +5,7 @@
  * the job, 126 when the command cannot be invoked, 127 when it is not found.
  */
 import { readFile } from 'node:fs/promises';
+import { MAX_TAIL_LINES } from '@meshrun/core/cluster/jobs-service.ts';
 import { RemoteRpcError } from '@meshrun/core/node/control-session.ts';
 import type { Command } from 'commander';
 import type { CliHelpers } from '../cli.ts';
@@ -12,6 +13,17 @@ import { CliError, type NodeClient } from '../client.ts';
 import { duration, parseBytes, parseDuration, shortId, table } from '../format.ts';
 import { DEFAULT_RESOURCES, specsFromJobFile } from '../job-file.ts';
 import { LinePrefixer } from '../line-prefixer.ts';
+
+/** `--tail N`: a whole number of lines, or `all` (as `docker logs --tail all`). */
+function tailLines(text: string): number | undefined {
+  if (text === 'all') return undefined;
+  if (!/^\d+$/.test(text) || Number(text) > MAX_TAIL_LINES)
+    throw new CliError(
+      `--tail must be a number of lines up to ${MAX_TAIL_LINES} or "all", not "${text}"`,
+      EXIT.meshrunFailed,
+    );
+  return Number(text);
+}
 
 /** Exit codes borrowed from `docker run`. */
 export const EXIT = { meshrunFailed: 125, cannotInvoke: 126, notFound: 127, interrupted: 130 } as const;
@@ -189,10 +201,16 @@ const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
  * Streams a task's output to this process's stdout/stderr until the task ends; `json`: to stdout instead, one
  * JSON object per chunk and line (`{"taskId","stream","at","data"}`, data as UTF-8 text), for machines.
  */
-async function followLogs(client: NodeClient, taskId: string, follow: boolean, json = false): Promise<void> {
+async function followLogs(
+  client: NodeClient,
+  taskId: string,
+  follow: boolean,
+  json = false,
+  tail?: number,
+): Promise<void> {
   await client.call(
     'logs.stream',
-    { taskId, follow },
+    { taskId, follow, ...(tail === undefined ? {} : { tail }) },
     {
       onItem: (item) => {
         const it = item as { stream: 'stdout' | 'stderr'; data: Uint8Array | string; at?: number };
@@ -553,9 +571,11 @@ export function installJobCommands(program: Command, helpers: CliHelpers): void 
     .description("a task's output (JOB means its first task); --follow streams until the task ends")
     .argument('<task>', 'task ID (JOB/N) or job ID')
     .option('-f, --follow', 'stream new output until the task ends')
+    .option('-n, --tail <lines>', 'only the last N lines of the output so far (then, with --follow, all new)')
     .action(async (id: string, o, cmd: Command) => {
+      const tail = o.tail === undefined ? undefined : tailLines(o.tail);
       await helpers.withClient(cmd, async (client, opts) => {
-        await followLogs(client, id.includes('/') ? id : `${id}/0`, Boolean(o.follow), opts.json);
+        await followLogs(client, id.includes('/') ? id : `${id}/0`, Boolean(o.follow), opts.json, tail);
       });
     });
 
