@@ -1,6 +1,7 @@
 /**
  * Prometheus metrics of the consensus and job layers, next to the foundation's (daemon.ts) on `/metrics`.
- * What an operator alerts on, as etcd and Nomad expose it: whether this node sees a leader and is one, the
+ * This node's task slots and undelivered reports, and what an operator alerts on, as etcd and Nomad expose
+ * it: whether this node sees a leader and is one, the
  * Raft term (a rising term means elections), how far its applied index trails the commit index, the size of
  * the membership; how much work the cluster holds (from the replicated job state, so every node reports the
  * same figures as of what it has applied); and how the runs on this node ended.
@@ -31,6 +32,21 @@ export function registerClusterMetrics(
 ): void {
   const raft = () => o.cluster.status() as unknown as RaftStatus;
   const gauges: [string, string, () => number][] = [
+    [
+      'meshrun_tasks_running',
+      'Tasks running on this node (holding one of its slots)',
+      () => o.jobs.runningCount(),
+    ],
+    [
+      'meshrun_tasks_held_ready',
+      'Tasks assigned to this node and waiting for a free slot (prefetched after short tasks)',
+      () => o.jobs.heldReadyCount(),
+    ],
+    [
+      'meshrun_reports_undelivered',
+      'Reports of ended tasks the log has not taken yet (no leader reachable); offered again every heartbeat',
+      () => o.jobs.undeliveredReportCount(),
+    ],
     ['meshrun_raft_has_leader', '1 when this node knows a Raft leader', () => (raft().leader ? 1 : 0)],
     [
       'meshrun_raft_is_leader',

@@ -13,7 +13,6 @@ import { DockerExecutor } from '@meshrun/core/executors/docker.ts';
 import type { Executor, NodePolicy } from '@meshrun/core/executors/types.ts';
 import { WasmExecutor } from '@meshrun/core/executors/wasm.ts';
 import { JobStateMachine } from '@meshrun/core/jobs/state-machine.ts';
-import { Gauge } from 'prom-client';
 import { registerClusterMetrics } from './cluster-metrics.ts';
 import type { Daemon } from './daemon.ts';
 
@@ -105,33 +104,6 @@ export async function startNodeServices(daemon: Daemon): Promise<NodeServices> {
   });
   jobs.start();
   await cluster.start();
-  const taskGauges: [string, string, () => number][] = [
-    [
-      'meshrun_tasks_running',
-      'Tasks running on this node (holding one of its slots)',
-      () => jobs.runningCount(),
-    ],
-    [
-      'meshrun_tasks_held_ready',
-      'Tasks assigned to this node and waiting for a free slot (prefetched after short tasks)',
-      () => jobs.heldReadyCount(),
-    ],
-    [
-      'meshrun_reports_undelivered',
-      'Reports of ended tasks the log has not taken yet (no leader reachable); offered again every heartbeat',
-      () => jobs.undeliveredReportCount(),
-    ],
-  ];
-  for (const [name, help, read] of taskGauges) {
-    new Gauge({
-      name,
-      help,
-      registers: [daemon.metrics],
-      collect() {
-        this.set(read());
-      },
-    });
-  }
   registerClusterMetrics(daemon.metrics, { cluster, machine, jobs });
 
   // Runs this node had when it stopped are gone: once the log is replayed and a leader is known, say so.
