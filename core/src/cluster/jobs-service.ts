@@ -1121,11 +1121,7 @@ export class JobsService {
       this.#logs(p.taskId, p.follow, p.tail, ctx.signal),
     );
     rpc.registerStream('logs.local', LogsParams, (p, ctx) =>
-      this.#o.output.read(p.taskId, {
-        follow: p.follow,
-        ...(p.tail === undefined ? {} : { tail: p.tail }),
-        signal: ctx.signal,
-      }),
+      this.#o.output.read(p.taskId, { follow: p.follow, tail: p.tail, signal: ctx.signal }),
     );
   }
 
@@ -1169,9 +1165,8 @@ export class JobsService {
     }
     const nodeId = task.nodeId ?? task.attempts.at(-1)?.nodeId ?? null;
     if (!nodeId) return;
-    const tailOpt = tail === undefined ? {} : { tail };
     if (nodeId === this.#self) {
-      yield* this.#o.output.read(taskId, { follow, ...tailOpt, signal });
+      yield* this.#o.output.read(taskId, { follow, tail, signal });
       return;
     }
     // Relay from the node that ran it; fall back to the tails in the log if it is gone.
@@ -1183,7 +1178,7 @@ export class JobsService {
       .call(
         nodeId,
         'logs.local',
-        { taskId, follow, ...tailOpt },
+        { taskId, follow, ...(tail === undefined ? {} : { tail }) },
         {
           timeoutMs: FOLLOW_WAIT_MAX_MS,
           onItem: (it: unknown) => {

@@ -63,12 +63,8 @@ export class TaskOutputStore {
    */
   async *read(
     taskId: string,
-    opts: { follow?: boolean; tail?: number; signal?: AbortSignal } = {},
+    opts: { follow?: boolean; tail?: number | undefined; signal?: AbortSignal | undefined } = {},
   ): AsyncIterable<OutputItem> {
-    if (opts.follow && opts.tail === undefined) {
-      yield* this.store.follow(taskId, { signal: opts.signal });
-      return;
-    }
     const lines = opts.tail === undefined ? null : new LastLines(opts.tail);
     let fromSeq = 0;
     for (let page = 0; page < 100_000; page++) {
